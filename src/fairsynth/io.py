@@ -1,0 +1,126 @@
+"""Atomic file output, content hashing and safe path handling — one place for each.
+
+Nothing fairsynth writes is ever half-written: files go to a temporary name in the same
+folder and are renamed into place (``os.replace`` is atomic on POSIX and Windows), folders
+are built under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+from PIL import Image
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # not supported on every platform / filesystem
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+    """Open a temporary sibling of ``path`` for writing; rename it onto ``path`` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        kwargs = {} if "b" in mode else {"encoding": encoding, "newline": ""}
+        with os.fdopen(fd, mode, **kwargs) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_open(path, "w") as handle:
+        handle.write(text)
+
+
+def save_png(image: Image.Image, path: str | Path) -> None:
+    """Save a lossless PNG atomically."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def staged_dir(target: str | Path) -> Iterator[Path]:
+    """Build a folder under a temporary name next to ``target``; swap it in when complete.
+
+    A crash leaves ``target`` as it was (absent or the previous complete version) plus a
+    ``.target.partial`` folder that the next run clears.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}.partial"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = target.parent / f".{target.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staging, target)
+    _fsync_dir(target.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class UnsafePathError(ValueError):
+    """A path from a manifest that would leave the dataset root."""
+
+
+def resolve_inside(root: str | Path, relative: str | Path) -> Path:
+    """Resolve ``relative`` against ``root``; refuse absolute paths, ``..`` and symlinks out.
+
+    Paths read from manifests are untrusted: they must name a file inside the dataset root.
+    """
+    root = Path(root).resolve()
+    rel = Path(relative)
+    if rel.is_absolute() or rel.drive:
+        raise UnsafePathError(f"absolute path {str(relative)!r} is not allowed; paths are relative to {root}")
+    if ".." in rel.parts:
+        raise UnsafePathError(f"path {str(relative)!r} leaves the dataset root {root}")
+    resolved = (root / rel).resolve()
+    if resolved != root and root not in resolved.parents:
+        raise UnsafePathError(f"path {str(relative)!r} resolves to {resolved}, outside the dataset root {root}")
+    return resolved
