@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from fairsynth.config import DataConfig
 from fairsynth.data.problems import Problem
@@ -58,4 +58,4 @@ def read_dataset(cfg: DataConfig, path: str | Path | None = None, images: str | 
     return reader(path, Path(images) if images else None, cfg)
 
 
-__all__ = ["READERS", "ReadResult", "Reader", "read_dataset", "Callable"]
+__all__ = ["READERS", "ReadResult", "Reader", "read_dataset"]

@@ -1,0 +1,32 @@
+"""Shared fixtures: small datasets made in the test, and the real metadata files in ../shared/data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import fitz_rows, make_image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data beside the checkout: real public metadata files (no images)."""
+    path = REPO.parent / "shared" / "data"
+    if not path.is_dir():
+        pytest.skip(f"real dataset metadata folder {path} is absent in this checkout")
+    return path
+
+
+@pytest.fixture
+def tiny_fitz(tmp_path: Path):
+    """A 12-row Fitzpatrick17k-format dataset with valid 96 px JPEGs: (csv path, images dir, frame)."""
+    frame = fitz_rows(12)
+    images = tmp_path / "images"
+    for i, md5 in enumerate(frame.md5hash):
+        make_image(images / f"{md5}.jpg", seed=i)
+    csv = tmp_path / "fitzpatrick17k.csv"
+    frame.to_csv(csv, index=False)
+    return csv, images, frame
