@@ -5,9 +5,9 @@ A recipe is a YAML file whose top-level sections are the stages of a study (``da
 text in ``metadata["help"]``. Unknown keys are errors that list the valid ones, values are
 checked against the field types, and each dataclass validates itself in ``__post_init__``.
 
-    recipe = load_recipe("recipes/fairskin_derm.yaml", ["prepare.resolution=256"])
+    cfg = load_config(PrepareConfig, "recipes/x.yaml", ["resolution=256"])
 
-The resolved recipe is written beside every output (:func:`save_resolved`) so that any
+The whole study's :class:`~fairsynth.recipe.Recipe` composes the stage configs. The resolved config is written beside every output (:func:`save_resolved`) so that any
 result can be reproduced.
 """
 
@@ -68,6 +68,10 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.min_size < 0:
             raise ConfigError(f"data.min_size must be >= 0, got {self.min_size}")
+        from fairsynth.data.readers import READERS  # readers import this module
+
+        if self.reader not in READERS:
+            raise ConfigError(f"data.reader: unknown reader {self.reader!r}; available: {', '.join(READERS.names())}")
 
 
 @dataclass
@@ -118,7 +122,7 @@ class HairRemovalConfig:
 class PrepareConfig:
     """`fairsynth prepare`: validated, resized, annotated and split dataset."""
 
-    output: str = knob("runs/prepared", "Output folder (imagefolder: PNGs + metadata.jsonl).")
+    output: str = knob("", "Output folder (imagefolder: PNGs + metadata.jsonl); default <workdir>/prepared.")
     resolution: list[int] = knob(
         [512], "Target size: [side] for square, or [width, height] (garments: [512, 360]); "
         "multiples of 8. 512 for SD 1.5, 1024 for SDXL."
@@ -144,16 +148,6 @@ class PrepareConfig:
     def size(self) -> tuple[int, int]:
         """(width, height) in pixels."""
         return (self.resolution[0], self.resolution[-1])
-
-
-@dataclass
-class Recipe:
-    """A whole study; each section configures one stage."""
-
-    name: str = knob("study", "Name of the study, used in output folders and reports.")
-    seed: int = knob(0, "Global seed.")
-    data: DataConfig = knob(default_factory=DataConfig, help="The dataset.")
-    prepare: PrepareConfig = knob(default_factory=PrepareConfig, help="Preprocessing and splits.")
 
 
 # --------------------------------------------------------------------------------------
@@ -281,12 +275,12 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
-def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
-    """Load a recipe file (or the defaults when ``path`` is None) and apply dotted overrides."""
+def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | None = None) -> Any:
+    """Load dataclass ``cls`` from a YAML file (or its defaults) plus dotted overrides."""
     values = read_yaml(path) if path else {}
     values = apply_overrides(values, list(overrides or []))
     try:
-        return from_dict(Recipe, values)
+        return from_dict(cls, values)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}" if path else str(err)) from None
 

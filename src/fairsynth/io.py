@@ -78,22 +78,25 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 @contextlib.contextmanager
-def staged_dir(target: str | Path) -> Iterator[Path]:
+def staged_dir(target: str | Path, *, resume: bool = False) -> Iterator[Path]:
     """Build a folder under a temporary name next to ``target``; swap it in when complete.
 
     A crash leaves ``target`` as it was (absent or the previous complete version) plus a
-    ``.target.partial`` folder that the next run clears.
+    ``.target.partial`` folder. With ``resume=False`` the next run clears it; with
+    ``resume=True`` the next run continues from it (the caller must write every file in it
+    atomically and name files so that finished work can be recognised).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.partial"
-    if staging.exists():
+    if staging.exists() and not resume:
         shutil.rmtree(staging)
-    staging.mkdir()
+    staging.mkdir(exist_ok=True)
     try:
         yield staging
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if not resume:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
     old = target.parent / f".{target.name}.old"
     if old.exists():
