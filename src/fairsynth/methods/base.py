@@ -9,7 +9,7 @@ checkpoints. The contract, in the order the loop calls it::
     method.check(components, records)            # every bad-input error before training starts
     records += method.extra_records(...)         # e.g. DreamBooth prior-preservation images
     method.prepare(components)                   # inject adapters / add tokens, once
-    for phase in method.phases(train_cfg):       # one phase for most methods; pivotal has three
+    for phase in method.phases(train_cfg.steps): # one phase for most methods; pivotal has three
         groups = method.parameter_groups(components, phase, train_cfg.learning_rate)
         ... each step:
             cond = method.encode(components, batch)   # (B, 77, D) cross-attention conditioning
@@ -164,6 +164,12 @@ class Method:
     def trains_text_encoder(self) -> bool:
         """True when text-encoder outputs change during training (then they are not cached)."""
         return getattr(self.config, "apply_to", "unet") in ("text_encoder", "both")
+
+    @property
+    def trains_vae(self) -> bool:
+        """True when VAE weights change during training (full fine-tuning with ``vae`` in its
+        ``train`` list): then latents are not cached and images are encoded with gradients."""
+        return False
 
     def check(self, components: Components, records: list["Record"]) -> None:
         """Raise :class:`MethodError` for anything that cannot work, before training starts."""

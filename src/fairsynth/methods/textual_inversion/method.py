@@ -1,0 +1,264 @@
+"""Textual inversion: new placeholder tokens whose embedding rows are all that trains.
+
+Gal et al. 2022, "An Image is Worth One Word": for each concept a new token ``S*`` is added
+to the vocabulary and only its embedding ``v*`` is optimised with the usual denoising loss,
+``v* = argmin_v E ||eps - eps_theta(z_t, t, c_theta("a photo of S*"))||^2`` (their Eq. 2).
+Everything else, including every other embedding row, stays bit-identical.
+
+The tokens are either given (``placeholder_tokens: ["<melanoma-FST-VI>"]``) or derived from
+the dataset, one per class x skin type (:func:`fairsynth.data.captions.placeholder_token`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+
+from fairsynth.config import ConfigError, knob, save_resolved
+from fairsynth.data.captions import placeholder_token
+from fairsynth.methods import METHODS
+from fairsynth.methods._export import write_note
+from fairsynth.methods.base import (
+    Batch,
+    Components,
+    Conditioning,
+    Method,
+    MethodConfig,
+    MethodError,
+    Phase,
+    encode_prompts,
+)
+from fairsynth.methods.textual_inversion.tokens import PlaceholderTokens
+
+if TYPE_CHECKING:
+    from fairsynth.data.records import Record
+
+#: Most vectors one token may take; CLIP's context is 77 positions, two of them BOS/EOS.
+MAX_VECTORS = 32
+
+
+@dataclass
+class TokenConfig(MethodConfig):
+    """Placeholder-token options, shared by ``textual_inversion`` and ``pivotal``."""
+
+    placeholder_tokens: list[str] = knob(
+        [], "New tokens to learn, e.g. ['<melanoma-FST-VI>']; empty: one per class x skin type "
+        "of the training records (see token_per)."
+    )
+    token_per: Literal["class_and_fst", "class"] = knob(
+        "class_and_fst", "How tokens are derived when placeholder_tokens is empty: "
+        "`class_and_fst` -> <melanoma-FST-VI>, `class` -> <melanoma>."
+    )
+    initializer_token: str = knob(
+        "mole", "A word that is a single CLIP token; every new vector starts as its embedding."
+    )
+    num_vectors: int = knob(
+        1, "Embedding vectors per placeholder token (<tok> <tok>_1 ...); more capture more detail."
+    )
+    caption_token: Literal["prepend", "none"] = knob(
+        "prepend", "`prepend`: a caption that names no placeholder token gets its record's token in "
+        "front ('<melanoma-FST-VI>, a dermoscopic image ...'); `none`: captions must name the tokens "
+        "themselves ({token} in data.caption_template)."
+    )
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.num_vectors <= MAX_VECTORS:
+            raise ConfigError(f"num_vectors must be in 1..{MAX_VECTORS}, got {self.num_vectors}")
+        if not self.initializer_token.strip():
+            raise ConfigError("initializer_token must be a word, e.g. 'mole'")
+        for token in self.placeholder_tokens:
+            if not token or any(ch.isspace() for ch in token):
+                raise ConfigError(f"placeholder token {token!r} must be one word without spaces, e.g. '<my-concept>'")
+        if len({t.lower() for t in self.placeholder_tokens}) != len(self.placeholder_tokens):
+            raise ConfigError(f"placeholder_tokens repeat a token (case-insensitively): {self.placeholder_tokens}")
+
+
+@dataclass
+class TextualInversionConfig(TokenConfig):
+    """Textual inversion: only the placeholder tokens' embedding rows train."""
+
+    apply_to: Literal["unet", "text_encoder", "both"] = knob(
+        "text_encoder", "Always `text_encoder`: only the new rows of the token embedding matrix train."
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.apply_to != "text_encoder":
+            raise ConfigError(
+                f"textual_inversion trains only token embeddings (apply_to: text_encoder), got {self.apply_to!r}; "
+                "use `pivotal` to train a LoRA as well"
+            )
+
+
+def token_config(config: TokenConfig) -> TextualInversionConfig:
+    """The textual-inversion part of a config that extends :class:`TokenConfig`."""
+    return TextualInversionConfig(
+        placeholder_tokens=list(config.placeholder_tokens),
+        token_per=config.token_per,
+        initializer_token=config.initializer_token,
+        num_vectors=config.num_vectors,
+        caption_token=config.caption_token,
+        text_encoder_lr=config.text_encoder_lr,
+    )
+
+
+@METHODS.register("textual_inversion", help="New placeholder tokens (<melanoma-FST-VI>); only their embedding rows train")
+class TextualInversion(Method):
+    """Textual inversion (Gal et al. 2022): learn placeholder-token embeddings, nothing else.
+
+    SD: one text encoder; SDXL: the token is added to both (clip_l and clip_g) and both rows
+    train. Export: one ``.safetensors`` per token that ``pipe.load_textual_inversion`` loads.
+    """
+
+    Config = TextualInversionConfig
+    kinds = ("sd", "sdxl")
+
+    def __init__(self, config: TextualInversionConfig | None = None) -> None:
+        super().__init__(config)
+        self.tokens: PlaceholderTokens | None = None
+        if self.config.placeholder_tokens:
+            self.tokens = self._make_tokens(self.config.placeholder_tokens)
+
+    def _make_tokens(self, tokens: list[str]) -> PlaceholderTokens:
+        return PlaceholderTokens({t: self.config.num_vectors for t in tokens}, self.config.initializer_token)
+
+    @property
+    def trains_text_encoder(self) -> bool:
+        return True  # the embedding rows change, so text-encoder outputs cannot be cached
+
+    # -- tokens and captions --------------------------------------------------------------
+    def record_token(self, record: "Record | None") -> str | None:
+        """The placeholder token that stands for a record's concept, where one does."""
+        if self.config.placeholder_tokens:
+            return self.config.placeholder_tokens[0] if len(self.config.placeholder_tokens) == 1 else None
+        if record is None or record.attributes.get("prior"):
+            return None
+        fst = record.attributes.get("fst") if self.config.token_per == "class_and_fst" else None
+        return placeholder_token(record.label, fst)
+
+    def require_tokens(self) -> PlaceholderTokens:
+        if self.tokens is None:
+            raise MethodError("placeholder tokens are derived from the records: call check(components, records) first")
+        return self.tokens
+
+    def expand_tokens(self, caption: str) -> str:
+        """Spell out multi-vector tokens: ``"a <tok> lesion"`` -> ``"a <tok> <tok>_1 lesion"``."""
+        return self.require_tokens().expand(caption)
+
+    def caption_for(self, caption: str | None, record: "Record | None") -> str:
+        """The caption as the text encoder sees it: token prepended (option) and expanded.
+
+        An empty caption of a record that has one was dropped by the loop (caption dropout,
+        for classifier-free guidance) and stays empty; a record without any caption trains
+        as its token alone. A record whose concept has no learned token (a validation cell of
+        a class x skin type the training data lacks) keeps its caption.
+        """
+        tokens = self.require_tokens()
+        caption = caption or ""
+        token = self.record_token(record)
+        token = token if token in tokens.num_vectors else None
+        dropped = not caption and bool(record is not None and record.caption)
+        if self.config.caption_token == "prepend" and token and not dropped and not tokens.mentioned_in(caption):
+            caption = f"{token}, {caption}" if caption else token
+        return tokens.expand(caption)
+
+    # -- before training ---------------------------------------------------------------------
+    def check(self, components: Components, records: list["Record"]) -> None:
+        super().check(components, records)
+        if not self.config.placeholder_tokens:
+            derived = sorted({t for t in (self.record_token(r) for r in records) if t})
+            if not derived:
+                raise MethodError("no placeholder tokens: give placeholder_tokens, or records with labels")
+            self.tokens = self._make_tokens(derived)
+        tokens = self.require_tokens()
+        tokens.check(components)
+        if records and not any(tokens.mentioned_in(self.caption_for(r.caption, r)) for r in records):
+            raise MethodError(
+                f"no training caption names a placeholder token ({', '.join(tokens.tokens[:3])}...); put {{token}} "
+                "in data.caption_template or set caption_token: prepend with one token per record"
+            )
+
+    def prepare(self, components: Components) -> None:
+        self.require_tokens().add(components)
+
+    # -- each phase / step -----------------------------------------------------------------------
+    def parameter_groups(self, components: Components, phase: Phase, learning_rate: float) -> list[dict[str, Any]]:
+        components.freeze_all()
+        weights = self.require_tokens().embedding_weights(components)
+        for weight in weights:
+            weight.requires_grad_(True)
+        lr = self.config.text_encoder_lr
+        if lr is None:
+            lr = phase.learning_rate if phase.learning_rate is not None else learning_rate
+        return [{"params": weights, "lr": lr, "name": "tokens"}]
+
+    def encode(self, components: Components, batch: Batch) -> Conditioning:
+        records = batch.records if len(batch.records) == len(batch.captions) else [None] * len(batch.captions)
+        captions = [self.caption_for(c, r) for c, r in zip(batch.captions, records)]
+        return encode_prompts(components, captions, batch.time_ids)
+
+    def after_step(self, components: Components) -> None:
+        self.require_tokens().restore(components)
+
+    # -- state and outputs -------------------------------------------------------------------------
+    def trainable_state(self, components: Components) -> dict[str, torch.Tensor]:
+        return self.require_tokens().state(components)
+
+    def load_trainable_state(self, components: Components, state: dict[str, torch.Tensor]) -> None:
+        self.require_tokens().load_state(components, state)
+
+    def export(self, components: Components, out_dir: Path) -> dict[str, Path]:
+        """``<out_dir>/textual_inversion/``: ``<token>.safetensors`` per token, ``tokens.json``,
+        ``method.yaml`` (the resolved options) and ``LOADING.md``."""
+        folder = export_tokens(self.require_tokens(), components, Path(out_dir))
+        return {
+            "textual_inversion": folder,
+            "config": save_resolved(self.config, folder, "method.yaml"),
+        }
+
+
+def export_tokens(tokens: PlaceholderTokens, components: Components, out_dir: Path) -> Path:
+    """Write the tokens' files and loading note into ``<out_dir>/textual_inversion/``."""
+    folder = tokens.export(components, out_dir / "textual_inversion")
+    write_note(folder, LOADING_SDXL if components.kind == "sdxl" else LOADING_SD)
+    return folder
+
+
+LOADING_SD = """
+# Loading these textual-inversion tokens
+
+One file per token, `{token: (num_vectors, dim)}`; `tokens.json` lists them. Each file also
+works in A1111 / ComfyUI embedding folders (the file name is then the prompt word).
+
+```python
+from fairsynth.methods.textual_inversion import expand_placeholder_tokens, load_exported_tokens
+load_exported_tokens(pipe, "OUT/textual_inversion")     # = pipe.load_textual_inversion(file, token=...) per file
+prompt = expand_placeholder_tokens("a photo of <melanoma-FST-VI>", pipe.tokenizer)
+image = pipe(prompt).images[0]
+```
+
+Expand prompts with `expand_placeholder_tokens` when a token has several vectors: diffusers'
+own expansion skips tokens with capital letters (CLIP lowercases the prompt before comparing).
+"""
+
+LOADING_SDXL = """
+# Loading these textual-inversion tokens (SDXL)
+
+One file per token with `clip_l` (first text encoder) and `clip_g` (second) rows; `tokens.json`
+lists them.
+
+```python
+from safetensors.torch import load_file
+state = load_file("OUT/textual_inversion/<file>.safetensors")
+pipe.load_textual_inversion(state["clip_l"], token=TOKEN, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
+pipe.load_textual_inversion(state["clip_g"], token=TOKEN, text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2)
+# or: fairsynth.methods.textual_inversion.load_exported_tokens(pipe, "OUT/textual_inversion")
+prompt = expand_placeholder_tokens("a photo of <garment>", pipe.tokenizer)
+```
+
+Expand prompts with `expand_placeholder_tokens` when a token has several vectors: diffusers'
+own expansion skips tokens with capital letters (CLIP lowercases the prompt before comparing).
+"""
