@@ -1,0 +1,147 @@
+"""`fairsynth train` as users run it: a real process killed with SIGKILL and resumed, two
+processes under `accelerate launch`, and the command's errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from fairsynth.cli import app
+from fairsynth.recipe import load_recipe
+from fairsynth.training.checkpoint import list_checkpoints
+from fairsynth.training.loop import train
+from tests.training.conftest import SUBPROCESS_ENV, make_prepared
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _write_recipe(path: Path, workdir: Path, base: Path, manifest: Path, **train_settings) -> Path:
+    """A recipe as a user writes it: LoRA on the tiny base, 16 px."""
+    recipe = {
+        "name": "tiny",
+        "workdir": str(workdir),
+        "prepare": {"resolution": [16]},
+        "train": {
+            "base": {"source": str(base)},
+            "method": "lora",
+            "options": {"rank": 4},
+            "data": str(manifest),
+            "batch_size": 2,
+            "learning_rate": 1e-3,
+            "report_to": "none",
+            **train_settings,
+        },
+    }
+    path.write_text("# fairsynth train --config " + path.name + "\n" + yaml.safe_dump(recipe), encoding="utf-8")
+    return path
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, **SUBPROCESS_ENV, "HF_HUB_OFFLINE": "1"}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:  # other test sessions may share this machine
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _max_difference(a, b) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def test_kill_9_then_resume_latest_equals_an_uninterrupted_run(tmp_path, tiny_base):
+    manifest = make_prepared(tmp_path / "prepared", size=16)
+    settings = dict(steps=30, checkpoint_every=2, keep_checkpoints=2, caption_dropout=0.2, min_snr_gamma=5.0)
+    recipe_path = _write_recipe(tmp_path / "recipe.yaml", tmp_path / "killed", tiny_base, manifest, **settings)
+    command = [sys.executable, "-m", "fairsynth.cli", "train", "--config", str(recipe_path)]
+    checkpoints = tmp_path / "killed" / "train" / "checkpoints"
+
+    # 1. A real training process, killed with SIGKILL once a checkpoint exists.
+    with open(tmp_path / "first.log", "wb") as log:
+        process = subprocess.Popen(command, env=_env(), stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+        deadline = time.monotonic() + 300
+        while not list_checkpoints(checkpoints) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert process.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    killed_at = [p.name for p in list_checkpoints(checkpoints)]
+    assert killed_at and "step-000030" not in killed_at
+
+    # 2. The same command with --resume latest finishes the run.
+    resumed = subprocess.run(command + ["--resume", "latest"], env=_env(), capture_output=True, text=True, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    info = json.loads((tmp_path / "killed" / "train" / "model" / "training_info.json").read_text())
+    assert info["steps"] == 30 and info["resumed_from_step"] >= 2
+
+    # 3. An uninterrupted run of the same recipe ends with the same weights.
+    straight = load_recipe(recipe_path, [f"workdir={tmp_path / 'straight'}"])
+    train(straight, progress=False)
+    final = checkpoints / "step-000030" / "trainable.safetensors"
+    reference = tmp_path / "straight" / "train" / "checkpoints" / "step-000030" / "trainable.safetensors"
+    assert _max_difference(load_file(final), load_file(reference)) <= 1e-6
+    exported = "pytorch_lora_weights.safetensors"
+    assert _max_difference(
+        load_file(tmp_path / "killed" / "train" / "model" / exported),
+        load_file(tmp_path / "straight" / "train" / "model" / exported),
+    ) <= 1e-6
+
+
+@pytest.mark.skipif(shutil.which("accelerate") is None, reason="the accelerate launcher is not on PATH")
+def test_two_processes_under_accelerate_launch(tmp_path, tiny_base):
+    """`--multi_gpu` makes accelerate start the processes with torchrun; without a GPU the
+    loop joins them in one CPU (gloo) process group."""
+    manifest = make_prepared(tmp_path / "prepared", size=16)
+    recipe_path = _write_recipe(
+        tmp_path / "recipe.yaml", tmp_path / "run", tiny_base, manifest, steps=2, checkpoint_every=1,
+        class_diversity={"weight": 0.1},
+    )
+    command = [
+        "accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+        "-m", "fairsynth.cli", "train", "--config", str(recipe_path),
+    ]
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads((tmp_path / "run" / "train" / "checkpoints" / "step-000002" / "state.json").read_text())
+    assert state["num_processes"] == 2
+    assert (tmp_path / "run" / "train" / "model" / "pytorch_lora_weights.safetensors").is_file()
+    assert done.stdout.count("trained 2 steps") == 1  # process 0 alone reports
+
+
+def test_train_help_has_an_example():
+    result = CliRunner().invoke(app, ["train", "--help"])
+    assert result.exit_code == 0
+    assert "Example: fairsynth train --config" in result.output and "--resume" in result.output
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("train.resolution=[20]", "multiples of 8"),
+        ("train.method=nope", "unknown method 'nope'"),
+        ("train.split=test", "no records in split 'test'"),
+        ("train.data=nowhere/metadata.jsonl", "run `fairsynth prepare` first"),
+    ],
+)
+def test_bad_input_exits_2_with_one_message(tmp_path, tiny_base, override, needle):
+    manifest = make_prepared(tmp_path / "prepared", n_train=2, n_val=0, size=16)
+    recipe_path = _write_recipe(tmp_path / "recipe.yaml", tmp_path / "run", tiny_base, manifest, steps=1)
+    result = CliRunner().invoke(app, ["train", "--config", str(recipe_path), override])
+    assert result.exit_code == 2
+    assert needle in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run" / "train" / "checkpoints").exists()
