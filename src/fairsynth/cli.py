@@ -77,7 +77,10 @@ def list_registries(kind: Optional[str] = typer.Argument(None, help="Only this r
 def _import_registries() -> None:
     """Import the modules that own registries, so that `ls` sees every one."""
     import fairsynth.data.readers  # noqa: F401
+    import fairsynth.filters  # noqa: F401
     import fairsynth.methods  # noqa: F401
+    import fairsynth.metrics  # noqa: F401
+    import fairsynth.metrics.extractors  # noqa: F401
 
 
 @app.command()
@@ -177,13 +180,319 @@ def prepare(
     _run_prepare(recipe)
 
 
+@app.command(context_settings={"allow_extra_args": False})
+def train(
+    overrides: List[str] = typer.Argument(None, help="Dotted overrides, e.g. train.steps=200 train.options.rank=8."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Recipe YAML."),
+    resume: Optional[str] = typer.Option(
+        None, "--resume", help="`latest` (the newest checkpoint in <train.output>/checkpoints; a fresh start "
+        "when there is none) or a checkpoint folder."
+    ),
+) -> None:
+    """Fine-tune the base model with a registered method on the prepared dataset.
+
+    Writes checkpoints, logs and validation grids under train.output (default <workdir>/train),
+    and the exported model with config.yaml, training_info.json and README.md in its model/ folder.
+
+    Example: fairsynth train --config recipes/fairskin_derm.yaml train.steps=2000 --resume latest
+
+    Several processes (GPUs, or CPU processes where there are none):
+    accelerate launch --multi_gpu --num_processes 2 -m fairsynth.cli train --config recipe.yaml
+    """
+    recipe = _load_recipe(config, list(overrides or []))
+    _run_train(recipe, resume)
+
+
+def _run_train(recipe, resume: Optional[str]) -> None:
+    from fairsynth.methods import MethodError
+    from fairsynth.training.loop import TrainingDiverged, train as run_training
+
+    try:
+        result = run_training(recipe, resume=resume)
+    except TrainingDiverged as err:
+        _fail(str(err), code=1)
+    except (ConfigError, MethodError, UnknownNameError, FileNotFoundError, ValueError, KeyError) as err:
+        _fail(str(err).strip("'\""))
+    if result.info:
+        console.print(
+            f"trained {result.steps} steps (final loss {result.final_loss:.4f}); model in {result.model_dir}"
+        )
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def evaluate(
+    overrides: List[str] = typer.Argument(None, help="Dotted overrides, e.g. evaluate.bootstrap=200 evaluate.min_group_size=20."),
+    real: Optional[Path] = typer.Option(None, "--real", help="Manifest of the real images (default <workdir>/prepared/metadata.jsonl)."),
+    synthetic: Optional[Path] = typer.Option(None, "--synthetic", help="Manifest of the synthetic images; captions are the prompts."),
+    by: Optional[str] = typer.Option(None, "--by", help="Comma-separated group fields: class (the label), fst, fst_group, any attribute."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metric@extractor, e.g. fd@inception,kid,prdc@dinov2."),
+    extractor: Optional[str] = typer.Option(None, "--extractor", help="One extractor for every metric (`random`: tests only, labelled)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (default <workdir>/evaluation)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Recipe YAML."),
+) -> None:
+    """Measure synthetic images against real ones, overall and for every group.
+
+    How close (FID, KID), how faithful and varied (precision, recall, density, coverage, Vendi,
+    intra-class diversity), how well they follow their prompts (CLIP score) and how original
+    (memorisation), with bootstrap intervals; every number is recorded with its extractor,
+    weights hash and resize policy.
+
+    Writes evaluation.json, evaluation.csv, memorisation_<extractor>.csv and config.yaml.
+
+    Example: fairsynth evaluate --real runs/derm/prepared/metadata.jsonl --synthetic runs/derm/generated/metadata.jsonl --by fst,class
+    """
+    extra = list(overrides or [])
+    if extractor is not None:
+        extra.append(f"evaluate.extractor={extractor}")
+    for key, value in (("by", by), ("metrics", metrics)):
+        if value is not None:
+            items = [item.strip() for item in value.split(",") if item.strip()]
+            extra.append(f"evaluate.{key}=[{', '.join(items)}]")
+    recipe = _load_recipe(config, extra)
+    # Paths are set as given (not parsed as YAML, where a folder named 2024 would become a number).
+    for key, value in (("real", real), ("synthetic", synthetic), ("output", output)):
+        if value is not None:
+            setattr(recipe.evaluate, key, str(value))
+    _run_evaluate(recipe.evaluate)
+
+
+def _run_evaluate(cfg) -> None:
+    from fairsynth.io import UnsafePathError
+    from fairsynth.metrics.extractors import WeightsNotFound
+    from fairsynth.metrics.features import NonFiniteFeatures
+    from fairsynth.metrics.evaluate import EvaluationError, evaluate as run_evaluation
+
+    try:
+        result = run_evaluation(cfg, progress=lambda message: console.print(message, markup=False))
+    except WeightsNotFound as err:
+        _fail(str(err))
+    except NonFiniteFeatures as err:
+        _fail(str(err), code=1)
+    except (EvaluationError, ConfigError, UnsafePathError, UnknownNameError, FileNotFoundError, ValueError) as err:
+        _fail(str(err).strip("'\""))
+    for warning in result.warnings:
+        errors.print(f"[bold yellow]warning:[/] {warning}", markup=True)
+    for note in result.notes:
+        console.print(f"note: {note}", markup=False)
+    print_results(result.results)
+    console.print(f"saved {result.output / 'evaluation.json'} and {result.output / 'evaluation.csv'}")
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def generate(
+    overrides: List[str] = typer.Argument(None, help="Dotted overrides, e.g. generate.plan.total=600 generate.steps=20."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Recipe YAML."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (cells, targets, UNet evaluations, time) and stop."),
+) -> None:
+    """Generate the balanced synthetic set the recipe plans, filter it, and deliver exactly the targets.
+
+    Writes generate.output (default <workdir>/generated): images/ and metadata.jsonl (the
+    delivered set, an imagefolder), not_selected/ and candidates.jsonl (every image with its
+    check values and verdicts), report.json (shortfall per cell, memorised images). Run the same
+    command again after an interruption to continue. Exits 1 when a cell falls short of its target.
+
+    Example: fairsynth generate --config recipes/fairskin_derm.yaml generate.plan.total=600 --dry-run
+
+    Several processes, one output folder (--multi_gpu also on a CPU-only machine, where accelerate's
+    --cpu would start a single process):
+    accelerate launch --multi_gpu --num_processes 4 -m fairsynth.cli generate --config recipe.yaml
+    """
+    recipe = _load_recipe(config, list(overrides or []))
+    if dry_run:
+        _run_dry_run(recipe)
+        return
+    from fairsynth.generation.run import generate as run_generate
+
+    result = _guarded(lambda: run_generate(recipe, log=lambda m: console.print(m, markup=False)))
+    if result.report:  # process 0
+        _print_delivery(result, "generated")
+
+
+def _guarded(action):
+    """Run a generation step, turning bad input into one clear message (exit 2)."""
+    from fairsynth.filters import FilterError
+    from fairsynth.generation.plan import PlanError
+    from fairsynth.generation.writer import DiskFullError, GenerationError
+    from fairsynth.io import UnsafePathError
+    from fairsynth.metrics.extractors import WeightsNotFound
+    from fairsynth.methods import MethodError
+
+    try:
+        return action()
+    except DiskFullError as err:
+        _fail(str(err), code=3)
+    except (PlanError, GenerationError, FilterError, WeightsNotFound, MethodError, ConfigError, UnsafePathError,
+            UnknownNameError, FileNotFoundError, ValueError, KeyError) as err:
+        _fail(str(err).strip("'\""))
+
+
+def _run_dry_run(recipe) -> None:
+    from fairsynth.generation.run import dry_run
+
+    plan, rows = _guarded(lambda: dry_run(recipe))
+    view = Table(title=f"plan: {plan.total} images in {len(plan.cells)} cells (oversample {plan.oversample}x, "
+                 f"at most {plan.max_attempts}x)", title_justify="left")
+    for column in ("cell", "real", "target", "1st round", "cap", "UNet evals", "time"):
+        view.add_column(column, justify="left" if column == "cell" else "right", overflow="fold")
+    for row in rows:
+        time_text = "?" if row["seconds"] is None else f"{row['seconds'] / 3600:.2f} h"
+        view.add_row(row["cell"], str(row["real"]), str(row["target"]), str(row["first_round"]), str(row["max_attempts"]),
+                     f"{row['unet_evaluations']:,}", time_text, style="bold" if row["cell"] == "total" else None)
+    console.print(view)
+    for note in plan.notes:
+        console.print(f"note: {note}", markup=False)
+    if rows[-1]["seconds"] is None:
+        console.print("time: unknown until measured; a run records seconds per UNet evaluation in report.json "
+                      "(or set generate.seconds_per_unet_eval). 1st round: candidates before filtering (oversample); "
+                      "cap: most candidates per cell (max_attempts)", markup=False)
+
+
+def _print_delivery(result, verb: str) -> None:
+    view = Table(title=f"{verb}: {sum(c.selected for c in result.cells)} of {result.plan.total} images delivered", title_justify="left")
+    for column in ("cell", "target", "delivered", "generated", "accepted", "rejected by"):
+        view.add_column(column, justify="left" if column in ("cell", "rejected by") else "right", no_wrap=column == "cell")
+    for cell in result.cells:
+        rejected = ", ".join(f"{k} {v}" for k, v in sorted(cell.rejected_by.items()))
+        view.add_row(cell.cell, str(cell.target), str(cell.selected), str(cell.generated), str(cell.accepted), rejected,
+                     style="bold red" if cell.shortfall else None)
+    console.print(view)
+    for warning in result.warnings:
+        errors.print(f"[bold yellow]warning:[/] {warning}", markup=True)
+    memorised = result.report.get("memorised") or []
+    for item in memorised[:10]:
+        console.print(f"memorised (rejected): {item['image']} copies training image {item['copies']}", markup=False)
+    console.print(f"saved {result.output / 'metadata.jsonl'} and {result.output / 'report.json'}", markup=False)
+    if result.shortfall:
+        short = ", ".join(f"{cell} {n}" for cell, n in result.shortfall.items())
+        _fail(f"short of the target in {len(result.shortfall)} cell(s) after the attempt cap: {short}; raise "
+              "generate.plan.max_attempts, relax filter.options, or accept fewer (report.json has the details)", code=1)
+
+
+@app.command("filter", context_settings={"allow_extra_args": False})
+def filter_images(
+    overrides: List[str] = typer.Argument(None, help="Dotted overrides, e.g. filter.options.sharpness.min_variance=80."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Recipe YAML."),
+) -> None:
+    """Re-apply the checks and thresholds to a generated set, without generating again.
+
+    Stored values are reused (a check a set lacks is measured from the files); verdicts,
+    selection, metadata.jsonl, candidates.jsonl and report.json are rewritten. Exits 1 when a
+    cell falls short of its target (then `fairsynth generate` with the same recipe makes more).
+
+    Example: fairsynth filter --config recipes/fairskin_derm.yaml filter.options.sharpness.min_variance=80
+    """
+    recipe = _load_recipe(config, list(overrides or []))
+    from fairsynth.generation.run import refilter
+
+    result = _guarded(lambda: refilter(recipe, log=lambda m: console.print(m, markup=False)))
+    _print_delivery(result, "filtered")
+
+
+def _label(row: dict) -> str:
+    label = row["display"] if row["value_name"] == row["metric"] else f"{row['value_name'].replace('_', ' ')} ({row['extractor']})"
+    arrow = {True: " ↑", False: " ↓"}.get(row.get("higher_is_better"), "")
+    return f"{label}{arrow}{' [real]' if row['on'] == 'real' else ''}"
+
+
+def print_results(results: list[dict]) -> None:
+    """The overall values with intervals, then one compact table per grouping field (values only;
+    intervals and the combined groups are in evaluation.csv)."""
+    shown = [r for r in results if r.get("higher_is_better") is not None]
+    overall = Table(title="overall", title_justify="left")
+    for column in ("metric", "value", "95% interval", "n real", "n synthetic"):
+        overall.add_column(column, justify="left" if column == "metric" else "right", no_wrap=column == "metric")
+    for row in shown:
+        if row["group_by"] != "overall":
+            continue
+        value = f"{row['value']:.4g}" if row.get("value") is not None else (row.get("undefined") or "undefined")
+        interval = f"[{row['ci_low']:.3g}, {row['ci_high']:.3g}]" if row.get("ci_low") is not None else (row.get("ci_note") or "")
+        overall.add_row(_label(row), value, interval, str(row.get("n_real") or ""), str(row.get("n_synthetic") or ""))
+    console.print(overall)
+    fields = [f for f in dict.fromkeys(r["group_by"] for r in shown) if f != "overall" and " x " not in f]
+    for field in fields:
+        rows = [r for r in shown if r["group_by"] == field]
+        groups = list(dict.fromkeys(r["group"] for r in rows))
+        view = Table(title=f"by {field} (– : undefined, group too small)", title_justify="left")
+        view.add_column("metric", no_wrap=True)
+        for group in groups:
+            view.add_column(group, justify="right")
+        labels = list(dict.fromkeys(_label(r) for r in rows))
+        cells = {(_label(r), r["group"]): r for r in rows}
+        for label in labels:
+            found = [cells.get((label, g)) for g in groups]
+            view.add_row(label, *("" if r is None else f"{r['value']:.3g}" if r.get("value") is not None else "–" for r in found))
+        console.print(view)
+    if any(" x " in r["group_by"] for r in shown):
+        console.print("combined groups (e.g. class x skin type): see evaluation.csv")
+
+
+weights_app = typer.Typer(
+    help="Feature-extractor weights: what is on this machine, and fetching them on one with internet.\n\n"
+    "Example: fairsynth weights list",
+    no_args_is_help=True,
+)
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("list")
+def weights_list() -> None:
+    """Show every weights file the extractors use and where it was found (or that it is missing).
+
+    Example: fairsynth weights list
+    """
+    from fairsynth.metrics.extractors.weights import WEIGHTS_ENV, known_weights, locate, weights_dir
+
+    console.print(f"weights files (${WEIGHTS_ENV}={weights_dir() or 'not set'}):", markup=False)
+    missing = 0
+    for name, spec in known_weights().items():
+        found = locate(spec)
+        missing += found is None
+        where = str(found) if found else "MISSING"
+        console.print(f"  {name:<17} {spec.filename}  [{spec.what}, {spec.size}]\n  {'':<17} {where}", markup=False)
+    if missing:
+        console.print(f"{missing} missing; on a machine with internet: fairsynth weights fetch --dir DIR, then set {WEIGHTS_ENV}=DIR here")
+
+
+@weights_app.command("fetch")
+def weights_fetch(
+    names: List[str] = typer.Argument(None, help="Weights to fetch (default: all); `fairsynth weights list` names them."),
+    directory: Optional[Path] = typer.Option(
+        None, "--dir", help="Folder to put them in (then set FAIRSYNTH_WEIGHTS to it); default: the standard caches."
+    ),
+) -> None:
+    """Download every weights file the extractors use (needs internet).
+
+    Example: fairsynth weights fetch --dir /data/fairsynth-weights
+    """
+    from fairsynth.metrics.extractors.weights import fetch, is_offline, known_weights
+
+    specs = known_weights()
+    unknown = sorted(set(names or []) - set(specs))
+    if unknown:
+        _fail(f"unknown weights {', '.join(unknown)}; available: {', '.join(specs)}")
+    if is_offline():
+        _fail("this machine is offline (an *_OFFLINE variable is set); run `fairsynth weights fetch` on one with internet")
+    failed = 0
+    for name in names or list(specs):
+        try:
+            path = fetch(specs[name], directory)
+            console.print(f"{name}: {path}")
+        except Exception as err:  # network errors come in many types; report each and go on
+            failed += 1
+            errors.print(f"[bold red]{name}:[/] {err}")
+    if failed:
+        raise typer.Exit(1)
+
+
 @app.command()
 def demo(
     overrides: List[str] = typer.Argument(None, help="Dotted overrides of the demo recipe, e.g. world.n=300."),
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="Output folder (default runs/demo)."),
 ) -> None:
-    """Run the main job on the embedded default, offline: the procedural dermatology world,
-    validated, prepared, with its class x skin-type table.
+    """Run the main job on the embedded default, offline.
+
+    The procedural dermatology world is generated, validated and prepared, and its class x
+    skin-type table printed.
 
     Example: fairsynth demo --workdir runs/demo world.n=300
     """

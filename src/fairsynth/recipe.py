@@ -8,10 +8,15 @@ torchtune habit); ``recipes/`` ships the reference workflows and a test parses e
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from fairsynth.config import DataConfig, PrepareConfig, knob, load_config
+from fairsynth.filters.config import FilterConfig
+from fairsynth.generation.config import AdapterSpec, GenerateConfig
+from fairsynth.metrics.config import EvaluateConfig
+from fairsynth.training.config import TrainConfig
 from fairsynth.world.derm import WorldConfig
 
 
@@ -28,6 +33,10 @@ class Recipe:
     )
     data: DataConfig = knob(default_factory=DataConfig, help="The dataset.")
     prepare: PrepareConfig = knob(default_factory=PrepareConfig, help="Preprocessing and splits.")
+    train: TrainConfig = knob(default_factory=TrainConfig, help="Fine-tuning.")
+    evaluate: EvaluateConfig = knob(default_factory=EvaluateConfig, help="Measuring the synthetic images.")
+    generate: GenerateConfig = knob(default_factory=GenerateConfig, help="Generating the balanced synthetic set.")
+    filter: FilterConfig = knob(default_factory=FilterConfig, help="Quality checks of the generated images.")
 
     def __post_init__(self) -> None:
         # Stage folders default to subfolders of the study's workdir.
@@ -35,6 +44,32 @@ class Recipe:
         if self.world is not None and not self.data.path:
             self.data.path = str(Path(self.workdir) / "world" / "fitzpatrick17k.csv")
         self.prepare.output = self.prepare.output or str(Path(self.workdir) / "prepared")
+        train = self.train
+        train.data = train.data or str(Path(self.prepare.output) / "metadata.jsonl")
+        train.output = train.output or str(Path(self.workdir) / "train")
+        train.cache_dir = train.cache_dir or str(Path(self.workdir) / "cache")
+        train.resolution = train.resolution or list(self.prepare.resolution)
+        train.seed = self.seed if train.seed is None else train.seed
+        if train.validation.caption_template is None:
+            train.validation.caption_template = self.data.caption_template
+        evaluate = self.evaluate
+        evaluate.real = evaluate.real or str(Path(self.prepare.output) / "metadata.jsonl")
+        evaluate.output = evaluate.output or str(Path(self.workdir) / "evaluation")
+        evaluate.cache_dir = evaluate.cache_dir or str(Path(self.workdir) / "cache")
+        evaluate.seed = self.seed if evaluate.seed is None else evaluate.seed
+        generate = self.generate
+        generate.output = generate.output or str(Path(self.workdir) / "generated")
+        generate.real = generate.real or str(Path(self.prepare.output) / "metadata.jsonl")
+        generate.base = generate.base or dataclasses.replace(train.base)
+        if generate.adapters is None:
+            generate.adapters = [AdapterSpec(path=str(Path(train.output) / "model"))]
+        generate.prompt = generate.prompt or self.data.caption_template or "a photo of {label}"
+        generate.resolution = generate.resolution or list(train.resolution)
+        generate.seed = self.seed if generate.seed is None else generate.seed
+        filters = self.filter
+        filters.real = filters.real or generate.real
+        filters.train = filters.train or train.data
+        filters.cache_dir = filters.cache_dir or str(Path(self.workdir) / "cache")
 
     @property
     def world_dir(self) -> Path:

@@ -64,6 +64,7 @@ class UNetBias(Method):
                 biases[name].copy_(value)
 
     def export(self, components: Components, out_dir: Path) -> dict[str, Path]:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
         path = Path(out_dir) / "unet_biases.safetensors"
         save_file({k: v.contiguous() for k, v in self.trainable_state(components).items()}, str(path))
         return {"unet_biases": path}

@@ -189,6 +189,21 @@ class AdapterMethod(Method):
         files["note"] = write_note(out_dir, note)
         return files
 
+    def load_for_inference(self, pipe: Any, export_dir: Path, *, name: str = "adapter", scale: float = 1.0) -> Any:
+        """Base weights trained by unfreezing (if any), then the adapter (:meth:`load_adapter_for_inference`)."""
+        from fairsynth.methods._export import load_weights
+
+        if (Path(export_dir) / BASE_WEIGHTS_FILE).is_file():
+            load_weights(pipe, Path(export_dir) / BASE_WEIGHTS_FILE)
+        return self.load_adapter_for_inference(pipe, Path(export_dir), name, scale)
+
+    def load_adapter_for_inference(self, pipe: Any, export_dir: Path, name: str, scale: float) -> Any:
+        """The peft folders (LoHa, LoKr, OFT); no strength to scale."""
+        from fairsynth.methods._inference import load_peft_folders, require_unit_scale
+
+        require_unit_scale(scale, type(self).__name__)
+        return load_peft_folders(pipe, export_dir, name, type(self).__name__)
+
     def _trained_base_weights(self, components: Components) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         for spec in _unfreeze.all_stage_specs(self.config.unfreeze):

@@ -69,3 +69,10 @@ class SelectiveMethod(Method):
 
     def load_trainable_state(self, components: Components, state: dict[str, torch.Tensor]) -> None:
         load_parameters(self._state_parameters(components), state)
+
+    def load_for_inference(self, pipe: Any, export_dir: Any, *, name: str = "adapter", scale: float = 1.0) -> Any:
+        """The changed weights (``<component>.<parameter>`` safetensors) into the pipeline's networks."""
+        from fairsynth.methods._inference import load_changed_weights, require_unit_scale
+
+        require_unit_scale(scale, type(self).__name__)
+        return load_changed_weights(pipe, export_dir, type(self).__name__)

@@ -21,13 +21,21 @@ checkpoints. The contract, in the order the loop calls it::
     method.export(components, out_dir)           # diffusers / kohya / A1111 loadable files
 
 Everything a method needs is in :class:`Components`; methods never build pipelines.
+
+Generation (:mod:`fairsynth.generation.pipeline`) asks the same method to put what it
+exported into a diffusers pipeline::
+
+    adapter = method.load_for_inference(pipe, export_dir, name="adapter0", scale=1.0)
+
+which returns an :class:`InferenceAdapter` saying what else generation must do with it
+(activate LoRA adapters at a scale, rewrite prompts, replace the prompt by class conditioning).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
 
 import torch
 
@@ -140,6 +148,30 @@ class Phase:
 
 
 @dataclass
+class InferenceAdapter:
+    """What one trained method output adds to a diffusers pipeline at generation time.
+
+    Attributes:
+        method: the method's registry name.
+        lora_adapters: diffusers adapter name -> scale, for LoRA / DoRA weights loaded with
+            ``pipe.load_lora_weights(..., adapter_name=name)``; generation activates the
+            adapters of every loaded output together with ``pipe.set_adapters``.
+        prompt: rewrites a prompt before tokenisation (textual inversion spells out
+            multi-vector tokens, which diffusers misses for tokens with capitals).
+        conditioning: replaces the text prompt (class embedding): ``(labels, attribute dicts)
+            -> (prompt_embeds, negative_prompt_embeds)``, each ``(B, L, D)``.
+        vocabulary: the values the method conditions on, per factor (``{"class": [...],
+            "fst": [...]}``); a cell outside them cannot be generated.
+    """
+
+    method: str
+    lora_adapters: dict[str, float] = field(default_factory=dict)
+    prompt: Callable[[str], str] | None = None
+    conditioning: Callable[[list[Any], list[dict[str, Any]]], tuple[torch.Tensor, torch.Tensor]] | None = None
+    vocabulary: dict[str, list[str]] | None = None
+
+
+@dataclass
 class MethodConfig:
     """Options every method shares; a method's own Config subclasses this."""
 
@@ -215,6 +247,18 @@ class Method:
     def export(self, components: Components, out_dir: Path) -> dict[str, Path]:
         """Write loadable outputs; returns {format name: path}."""
         raise NotImplementedError
+
+    # -- generation ------------------------------------------------------------------------
+    def load_for_inference(self, pipe: Any, export_dir: Path, *, name: str = "adapter", scale: float = 1.0) -> InferenceAdapter:
+        """Load what :meth:`export` wrote into ``export_dir`` into a diffusers pipeline, in place.
+
+        Args:
+            pipe: a pipeline of the base model the method was trained on (float32, CPU).
+            export_dir: the folder :meth:`export` wrote (``<train.output>/model``).
+            name: diffusers adapter name to load LoRA weights under (unique per loaded output).
+            scale: strength; LoRA / DoRA scale, and an error for methods that have none.
+        """
+        raise MethodError(f"method {type(self).__name__} cannot load its export for generation yet")
 
 
 def trainable_count(groups: list[dict[str, Any]]) -> int:

@@ -28,6 +28,7 @@ from fairsynth.methods.class_embedding.embedding import (
     ClassEmbedding,
     ClassVocabulary,
     guidance_pair,
+    load_class_embedding,
 )
 from fairsynth.methods.lora import LoRA
 from fairsynth.methods.lora.config import LoRAConfig
@@ -290,6 +291,29 @@ class ClassEmbeddingMethod(Method):
                 raise MethodError(f"checkpoint UNet does not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
         elif self.lora is not None:
             self.lora.load_trainable_state(components, {k.removeprefix("lora."): v for k, v in rest.items()})
+
+    def load_for_inference(self, pipe: Any, export_dir: Path, *, name: str = "adapter", scale: float = 1.0) -> Any:
+        """The UNet part (``lora/`` at ``scale``, or ``unet/``) and conditioning from class and attribute ids
+        in place of the prompt: the null ids give the negative conditioning of classifier-free guidance."""
+        from fairsynth.methods._inference import load_lora, load_networks, merge, require_unit_scale
+        from fairsynth.methods.base import InferenceAdapter
+
+        folder = Path(export_dir) / "class_embedding"
+        if not (folder / VOCAB_FILE).is_file():
+            raise MethodError(f"{export_dir} has no class_embedding/{VOCAB_FILE}: not a class_embedding export")
+        state, vocab = load_class_embedding(folder)
+        if (folder / "lora").is_dir():
+            unet_part = load_lora(pipe, folder / "lora", name, scale, "class_embedding")
+        else:
+            require_unit_scale(scale, "class_embedding with a fully trained UNet")
+            unet_part = load_networks(pipe, folder, "class_embedding")
+
+        def conditioning(labels: list[Any], attributes: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+            ids = torch.tensor([vocab.ids(label, attrs, where=f"cell {label}") for label, attrs in zip(labels, attributes)])
+            return guidance_pair(state, ids[:, 0], ids[:, 1:])  # (B, F * k, D) each
+
+        own = InferenceAdapter("class_embedding", conditioning=conditioning, vocabulary=dict(zip(vocab.factors, vocab.values)))
+        return merge("class_embedding", unet_part, own)
 
     def export(self, components: Components, out_dir: Path) -> dict[str, Path]:
         """``<out_dir>/class_embedding/``: the embedding, its vocabulary, and the UNet part."""

@@ -314,6 +314,15 @@ class DreamBooth(Method):
             state,
         )
 
+    def load_for_inference(self, pipe: Any, export_dir: Path, *, name: str = "adapter", scale: float = 1.0) -> Any:
+        """The LoRA (``lora/``, at ``scale``) or the fully trained networks' folders."""
+        from fairsynth.methods._inference import load_lora, load_networks, require_unit_scale
+
+        if self.lora is not None:
+            return load_lora(pipe, Path(export_dir) / "lora", name, scale, "dreambooth")
+        require_unit_scale(scale, "dreambooth (full)")
+        return load_networks(pipe, Path(export_dir), "dreambooth")
+
     def export(self, components: Components, out_dir: Path) -> dict[str, Path]:
         """The lora method's export in ``lora/``, or one diffusers folder per fully trained network."""
         out_dir = Path(out_dir)

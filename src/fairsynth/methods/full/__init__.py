@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from torch import nn
 
@@ -96,6 +96,13 @@ class Full(SelectiveMethod):
 
     def selected(self, components: Components) -> dict[str, dict[str, nn.Parameter]]:
         return {name: dict(module.named_parameters()) for name, module in self._networks(components).items()}
+
+    def load_for_inference(self, pipe: Any, export_dir: Path, *, name: str = "adapter", scale: float = 1.0) -> Any:
+        """Each trained network's ``save_pretrained`` folder replaces the pipeline's."""
+        from fairsynth.methods._inference import load_networks, require_unit_scale
+
+        require_unit_scale(scale, "full")
+        return load_networks(pipe, export_dir, "full")
 
     def component_lr(self, component: str, learning_rate: float) -> float:
         lr = {"unet": self.config.unet_lr, "vae": self.config.vae_lr}.get(component, self.config.text_encoder_lr)

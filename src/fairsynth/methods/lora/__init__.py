@@ -109,3 +109,9 @@ class LoRA(AdapterMethod):
     def loading_note(self, files: dict[str, Path], out_dir: Path) -> str:
         return _NOTE.format(diffusers=DIFFUSERS_LORA_FILE, kohya=files["kohya"].name)
 
+    def load_adapter_for_inference(self, pipe: Any, export_dir: Path, name: str, scale: float) -> Any:
+        """``pytorch_lora_weights.safetensors`` as the diffusers adapter ``name`` at ``scale``."""
+        from fairsynth.methods._inference import load_lora
+
+        return load_lora(pipe, export_dir, name, scale, type(self).__name__)
+

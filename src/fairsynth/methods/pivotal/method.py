@@ -217,6 +217,14 @@ class Pivotal(Method):
         self.ti.load_trainable_state(components, tokens)
         self.lora.load_trainable_state(components, lora)
 
+    def load_for_inference(self, pipe: Any, export_dir: Path, *, name: str = "adapter", scale: float = 1.0) -> Any:
+        """The tokens (``textual_inversion/``) and the LoRA (``lora/``, at ``scale``)."""
+        from fairsynth.methods._inference import load_lora, merge
+        from fairsynth.methods.textual_inversion.method import load_tokens_for_inference
+
+        tokens = load_tokens_for_inference(pipe, export_dir)
+        return merge("pivotal", tokens, load_lora(pipe, Path(export_dir) / "lora", name, scale, "pivotal"))
+
     def export(self, components: Components, out_dir: Path) -> dict[str, Path]:
         """``textual_inversion/`` (one file per token + tokens.json) and ``lora/`` (the lora method's export)."""
         out_dir = Path(out_dir)

@@ -210,6 +210,13 @@ class TextualInversion(Method):
     def load_trainable_state(self, components: Components, state: dict[str, torch.Tensor]) -> None:
         self.require_tokens().load_state(components, state)
 
+    def load_for_inference(self, pipe: Any, export_dir: Path, *, name: str = "adapter", scale: float = 1.0) -> Any:
+        """Load the exported tokens; prompts naming them are expanded (multi-vector tokens)."""
+        from fairsynth.methods._inference import require_unit_scale
+
+        require_unit_scale(scale, "textual_inversion")
+        return load_tokens_for_inference(pipe, export_dir)
+
     def export(self, components: Components, out_dir: Path) -> dict[str, Path]:
         """``<out_dir>/textual_inversion/``: ``<token>.safetensors`` per token, ``tokens.json``,
         ``method.yaml`` (the resolved options) and ``LOADING.md``."""
@@ -218,6 +225,18 @@ class TextualInversion(Method):
             "textual_inversion": folder,
             "config": save_resolved(self.config, folder, "method.yaml"),
         }
+
+
+def load_tokens_for_inference(pipe: Any, export_dir: Path) -> Any:
+    """The tokens of ``<export_dir>/textual_inversion`` into the pipeline, prompts expanded for them."""
+    from fairsynth.methods.base import InferenceAdapter
+    from fairsynth.methods.textual_inversion.tokens import expand_placeholder_tokens, load_exported_tokens
+
+    folder = Path(export_dir) / "textual_inversion"
+    if not folder.is_dir():
+        raise MethodError(f"{export_dir} has no textual_inversion/ folder: not a textual-inversion export")
+    load_exported_tokens(pipe, folder)
+    return InferenceAdapter("textual_inversion", prompt=lambda prompt: expand_placeholder_tokens(prompt, pipe.tokenizer))
 
 
 def export_tokens(tokens: PlaceholderTokens, components: Components, out_dir: Path) -> Path:
