@@ -16,6 +16,6 @@ Only the config is imported here, so that parsing a recipe stays light; import
 :func:`fairsynth.training.loop.train` where training runs.
 """
 
-from fairsynth.training.config import ClassDiversityConfig, EMAConfig, TrainConfig, ValidationConfig
+from fairsynth.training.config import ClassDiversityConfig, EMAConfig, FidConfig, TrainConfig, ValidationConfig
 
-__all__ = ["ClassDiversityConfig", "EMAConfig", "TrainConfig", "ValidationConfig"]
+__all__ = ["ClassDiversityConfig", "EMAConfig", "FidConfig", "TrainConfig", "ValidationConfig"]

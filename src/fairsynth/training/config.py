@@ -94,6 +94,31 @@ class ValidationConfig:
 
 
 @dataclass
+class FidConfig:
+    """FID of samples against the training images every ``every`` steps; early stopping on a plateau."""
+
+    every: int = knob(0, "Measure FID every N steps (process 0); 0: never.")
+    extractor: str = knob("inception", "Feature extractor (`fairsynth ls extractors`); `random` is for tests only.")
+    weights: str = knob("", "Explicit weights file of the extractor; empty: the usual lookup (FAIRSYNTH_WEIGHTS, caches).")
+    num_images: int = knob(32, "Images generated per measurement; prompts cycle over the training captions.")
+    seed: int = knob(0, "Seed of the samples: image k uses seed + k, the same at every measurement.")
+    patience: int = knob(0, "Stop after this many measurements in a row without improving by min_delta; 0: never stop.")
+    min_delta: float = knob(0.0, "Smallest decrease of FID counted as an improvement.")
+
+    def __post_init__(self) -> None:
+        if self.every < 0:
+            raise ConfigError(f"train.fid.every must be >= 0, got {self.every}")
+        if self.num_images < 2:
+            raise ConfigError(f"train.fid.num_images must be >= 2, got {self.num_images}")
+        if self.patience < 0:
+            raise ConfigError(f"train.fid.patience must be >= 0, got {self.patience}")
+        if self.min_delta < 0:
+            raise ConfigError(f"train.fid.min_delta must be >= 0, got {self.min_delta}")
+        if not self.extractor:
+            raise ConfigError("train.fid.extractor must not be empty")
+
+
+@dataclass
 class TrainConfig:
     """`fairsynth train`: fine-tune a base model with one registered method."""
 
@@ -155,6 +180,7 @@ class TrainConfig:
     checkpoint_every: int = knob(500, "Write a checkpoint every N steps (and after the last); 0: only after the last.")
     keep_checkpoints: int = knob(2, "Checkpoints kept (the newest); older ones are deleted.")
     validation: ValidationConfig = knob(default_factory=ValidationConfig, help="Validation grid and loss.")
+    fid: FidConfig = knob(default_factory=FidConfig, help="FID against the training images and early stopping.")
     seed: int | None = knob(None, "Seed of every random draw of the run; default: the recipe's seed.")
     report_to: Literal["tensorboard", "none"] = knob("tensorboard", "Where scalars are logged (<output>/logs).")
     log_every: int = knob(10, "Log scalars every N steps.")

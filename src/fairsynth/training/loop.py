@@ -57,6 +57,7 @@ from fairsynth.training.checkpoint import Checkpoint, load_checkpoint, resolve_r
 from fairsynth.training.config import TrainConfig
 from fairsynth.training.data import BatchSampler, TrainingExample, drop_captions, load_split, make_examples
 from fairsynth.training.ema import TrainableEMA
+from fairsynth.training.fid import FidTracker, create_fid_extractor
 from fairsynth.training.losses import (
     class_diversity_loss,
     denoise,
@@ -311,6 +312,10 @@ def train(recipe: "Recipe", *, resume: str | Path | None = None, progress: bool 
     val_examples = make_examples(val_records, dataset_root, cfg.size, buckets) if cfg.validation.every else []
     sampling_weights(records, cfg.balance)  # a batch mix the data cannot meet fails now
     checkpoint = _checkpoint_to_resume(resume, checkpoints_dir, cfg, world)
+    # FID's extractor: its weights are resolved now, so a missing file fails before any model loads.
+    fid = FidTracker(cfg, create_fid_extractor(cfg, device), records, dataset_root) if cfg.fid.every else None
+    if fid is not None and checkpoint is not None:
+        fid.load_state(checkpoint.state.get("fid"))
 
     # 3. The base model; DDPM with its noise schedule adds the training noise.
     from fairsynth.models.architectures import training_noise_scheduler
@@ -422,6 +427,7 @@ def train(recipe: "Recipe", *, resume: str | Path | None = None, progress: bool 
                     "training_seconds": previous_seconds + time.monotonic() - started,
                     "ema": ema_meta,
                     "config": to_dict(cfg),
+                    "fid": fid.state() if fid is not None else None,
                 },
                 trainable={k: v.detach() for k, v in method.trainable_state(components).items()},
                 optimizer=optimizer.state_dict(),
@@ -455,6 +461,31 @@ def train(recipe: "Recipe", *, resume: str | Path | None = None, progress: bool 
                 accelerator.log(logs, step=at_step)
         accelerator.wait_for_everyone()
 
+    def measure_fid(at_step: int) -> bool:
+        """FID at this step (process 0); True when training should stop (every process agrees)."""
+        assert fid is not None
+        stop = False
+        if is_main:
+            trained = [m for m in components.modules().values() if m.training]
+            for module in trained:
+                module.eval()
+            swap = ema.swapped_in(named) if ema else contextlib.nullcontext()
+            with swap, accelerator.autocast():
+                value = fid.measure(at_step, components, method, device)
+            for module in trained:
+                module.train()
+            if cfg.report_to != "none":
+                accelerator.log({"fid": value}, step=at_step)
+            logger.info("step %d: FID (%s) %.4f, best %.4f at step %s", at_step, fid.extractor.name, value,
+                        fid.best_fid, fid.best_step)
+            stop = fid.should_stop
+        if world > 1:
+            flag = accelerator.reduce(torch.tensor(float(stop), device=device), reduction="sum")
+            stop = bool(float(flag) > 0)
+        accelerator.wait_for_everyone()
+        return stop
+
+    stopped_early = False
     try:
         while step < cfg.steps:
             # 9a. A new phase: what trains, its optimiser and learning-rate schedule.
@@ -538,6 +569,15 @@ def train(recipe: "Recipe", *, resume: str | Path | None = None, progress: bool 
                 save(step)
             if cfg.validation.every and (step % cfg.validation.every == 0 or step == cfg.steps):
                 validate(step)
+            if fid is not None and fid.due(step) and measure_fid(step):
+                stopped_early = step < cfg.steps
+                if stopped_early:
+                    if is_main:
+                        logger.info("FID has not improved by %g for %d measurements: stopping at step %d",
+                                    cfg.fid.min_delta, cfg.fid.patience, step)
+                    if not (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+                        save(step)  # the final checkpoint, as at the normal end
+                    break
 
         # 10. Outputs, beside the method's exported files: <output>/model.
         training_seconds = previous_seconds + time.monotonic() - started
@@ -560,6 +600,8 @@ def train(recipe: "Recipe", *, resume: str | Path | None = None, progress: bool 
                 )
                 if val_losses:
                     info["val_loss"] = val_losses[max(val_losses)]
+                if fid is not None:
+                    info.update(fid.info(stopped_early))
                 save_resolved(recipe, staging)
                 atomic_write_text(staging / "training_info.json", json.dumps(info, indent=2, allow_nan=True) + "\n")
                 atomic_write_text(staging / "README.md", _model_card(cfg, info, records, exports))

@@ -124,6 +124,28 @@ def sample_grid(
     device: torch.device | str,
 ) -> Image.Image:
     """One image per cell (grey where the cell has no prompt), tiled row by row."""
+    tiles = sample_images(components, method, cells, size, cfg, device)
+    width, height = size
+    rows = max(1, len(tiles) // max(columns, 1))
+    grid = Image.new("RGB", (columns * width, rows * height), (255, 255, 255))
+    for k, tile in enumerate(tiles):
+        grid.paste(tile.resize(size), ((k % columns) * width, (k // columns) * height))
+    return grid
+
+
+@torch.no_grad()
+def sample_images(
+    components: Components,
+    method: Method,
+    cells: list[GridCell],
+    size: tuple[int, int],
+    cfg: ValidationConfig,
+    device: torch.device | str,
+) -> list[Image.Image]:
+    """One image per cell (grey where the cell has no prompt); cell ``k`` uses seed ``cfg.seed + k``.
+
+    Only explicit generators are drawn from, so torch's global RNG is left as it was.
+    """
     pipe = assemble_pipeline(components)
     width, height = size
     time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32)
@@ -149,11 +171,7 @@ def sample_grid(
                 guidance_scale=cfg.guidance_scale, generator=generator, output_type="pil",
             ).images[0]
         tiles.append(image)
-    rows = max(1, len(tiles) // max(columns, 1))
-    grid = Image.new("RGB", (columns * width, rows * height), (255, 255, 255))
-    for k, tile in enumerate(tiles):
-        grid.paste(tile.resize(size), ((k % columns) * width, (k // columns) * height))
-    return grid
+    return tiles
 
 
 def save_grid(grid: Image.Image, cells: list[GridCell], folder: Path, step: int, cfg: ValidationConfig) -> Path:
