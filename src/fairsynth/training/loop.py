@@ -124,6 +124,19 @@ def _check_optimizer(cfg: TrainConfig) -> None:
         raise ConfigError("train.optimizer=adamw8bit needs a CUDA GPU; use adamw on this machine")
 
 
+def _check_logging(cfg: TrainConfig) -> None:
+    """accelerate skips a tracker it cannot import without a word; we refuse instead."""
+    if cfg.report_to != "tensorboard":
+        return
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "train.report_to=tensorboard needs the tensorboard package (pip install tensorboard); "
+            "or set train.report_to=none"
+        ) from None
+
+
 def _make_optimizer(cfg: TrainConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
     kwargs = dict(betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw8bit":
@@ -289,6 +302,7 @@ def train(recipe: "Recipe", *, resume: str | Path | None = None, progress: bool 
 
     # 1. The accelerator: device, mixed precision, process group (`accelerate launch`).
     _check_optimizer(cfg)
+    _check_logging(cfg)
     accelerator = Accelerator(
         # Without an accelerator device, processes started by `accelerate launch --multi_gpu` /
         # torchrun join one CPU process group (gloo) instead of each training alone.
