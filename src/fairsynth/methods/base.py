@@ -94,6 +94,27 @@ class Components:
         for module in self.modules().values():
             module.requires_grad_(False)
 
+    def sampling_pipeline(self) -> Any:
+        """A diffusers pipeline over these very modules (adapters and all), sampling with
+        DPM-Solver++: what validation grids and DreamBooth's class images are drawn with."""
+        from diffusers import DPMSolverMultistepScheduler
+
+        from fairsynth.models.architectures import build_pipeline
+
+        parts: dict[str, Any] = {
+            "unet": self.unet,
+            "vae": self.vae,
+            "text_encoder": self.text_encoders[0],
+            "tokenizer": self.tokenizers[0],
+            "scheduler": DPMSolverMultistepScheduler.from_config(self.noise_scheduler.config),
+        }
+        if self.kind == "sdxl":
+            parts["text_encoder_2"] = self.text_encoders[1]
+            parts["tokenizer_2"] = self.tokenizers[1]
+        pipe = build_pipeline(parts)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
 
 @dataclass
 class Conditioning:

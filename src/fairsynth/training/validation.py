@@ -70,27 +70,6 @@ def grid_cells(
     return classes, skin_types, cells
 
 
-def assemble_pipeline(components: Components) -> Any:
-    """A diffusers pipeline over the components under training, sampling with DPM-Solver++."""
-    from diffusers import DPMSolverMultistepScheduler
-
-    from fairsynth.models.architectures import build_pipeline
-
-    parts: dict[str, Any] = {
-        "unet": components.unet,
-        "vae": components.vae,
-        "text_encoder": components.text_encoders[0],
-        "tokenizer": components.tokenizers[0],
-        "scheduler": DPMSolverMultistepScheduler.from_config(components.noise_scheduler.config),
-    }
-    if components.kind == "sdxl":
-        parts["text_encoder_2"] = components.text_encoders[1]
-        parts["tokenizer_2"] = components.tokenizers[1]
-    pipe = build_pipeline(parts)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 class _ClassLabels:
     """Passes a conditioning's ``class_labels`` to every UNet call of a pipeline (which has no
     argument for them), repeated for the classifier-free-guidance batch."""
@@ -146,7 +125,7 @@ def sample_images(
 
     Only explicit generators are drawn from, so torch's global RNG is left as it was.
     """
-    pipe = assemble_pipeline(components)
+    pipe = components.sampling_pipeline()
     width, height = size
     time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32)
     tiles = []

@@ -198,22 +198,7 @@ class DreamBooth(Method):
         }
 
     def _generate(self, components: Components, folder: Path, names: list[str], missing: list[int]) -> None:
-        from diffusers import DPMSolverMultistepScheduler
-
-        from fairsynth.models.architectures import build_pipeline
-
-        parts: dict[str, Any] = {
-            "unet": components.unet,
-            "vae": components.vae,
-            "text_encoder": components.text_encoders[0],
-            "tokenizer": components.tokenizers[0],
-            "scheduler": DPMSolverMultistepScheduler.from_config(components.noise_scheduler.config),
-        }
-        if components.kind == "sdxl":
-            parts["text_encoder_2"] = components.text_encoders[1]
-            parts["tokenizer_2"] = components.tokenizers[1]
-        pipe = build_pipeline(parts)
-        pipe.set_progress_bar_config(disable=True)
+        pipe = components.sampling_pipeline()
         size: dict[str, int] = {}
         if self.config.class_resolution:
             size = {"width": self.config.class_resolution[0], "height": self.config.class_resolution[-1]}
