@@ -41,3 +41,23 @@ def tiny_fitz(tmp_path: Path):
     csv = tmp_path / "fitzpatrick17k.csv"
     frame.to_csv(csv, index=False)
     return csv, images, frame
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    """The tiny SD-1.5-shaped pipeline (diffusers' dummy sizes, seed 0) saved once as a diffusers folder."""
+    from fairsynth.models.architectures import build_pipeline, tiny_sd_components
+
+    folder = tmp_path_factory.mktemp("tiny-sd")
+    build_pipeline(tiny_sd_components(seed=0)).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_base(tmp_path_factory) -> Path:
+    """The tiny SDXL-shaped pipeline (two text encoders, text_time conditioning) saved once."""
+    from fairsynth.models.architectures import build_pipeline, tiny_sdxl_components
+
+    folder = tmp_path_factory.mktemp("tiny-sdxl")
+    build_pipeline(tiny_sdxl_components(seed=0)).save_pretrained(folder)
+    return folder

@@ -9,6 +9,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+#: Environment of CLI subprocesses in tests: one intra-op thread each (on a few shared cores
+#: torch's thread pool mostly waits: a 4-step training run took 21 s with 2 threads, 3 s with 1),
+#: and offline.
+SUBPROCESS_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+
 FITZ_COLUMNS = [
     "md5hash", "fitzpatrick_scale", "fitzpatrick_centaur", "label",
     "nine_partition_label", "three_partition_label", "qc", "url", "url_alphanum",

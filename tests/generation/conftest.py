@@ -14,28 +14,6 @@ from PIL import Image
 
 from fairsynth.data.records import Record, write_manifest
 
-#: Environment of subprocesses: one intra-op thread each (2 shared cores), offline.
-SUBPROCESS_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on one intra-op thread (OpenMP hand-offs cost more than they save here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def tiny_base(tmp_path_factory) -> Path:
-    """The tiny SD-1.5-shaped pipeline (seed 0) as a diffusers folder."""
-    from fairsynth.models.architectures import build_pipeline, tiny_sd_components
-
-    folder = tmp_path_factory.mktemp("tiny-sd-base")
-    build_pipeline(tiny_sd_components(seed=0)).save_pretrained(folder)
-    return folder
-
 
 def make_real(folder: Path, n: int = 12, size: int = 32, fsts: tuple[int, ...] = (1, 2, 3)) -> Path:
     """A prepared imagefolder of skin-coloured noisy PNGs: melanoma / psoriasis over ``fsts``."""

@@ -19,7 +19,8 @@ from PIL import Image
 
 from fairsynth.generation.run import generate
 from fairsynth.recipe import load_recipe
-from tests.generation.conftest import SUBPROCESS_ENV, overrides
+from tests.generation.conftest import overrides
+from tests.helpers import SUBPROCESS_ENV
 
 
 def _env() -> dict[str, str]:

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from fairsynth.config import knob
 from fairsynth.methods import METHODS
-from fairsynth.methods.base import Components, Method, MethodConfig, MethodError, Phase
+from fairsynth.methods.base import Components, InferenceAdapter, Method, MethodConfig, MethodError, Phase
 
 
 @dataclass
@@ -68,3 +68,14 @@ class UNetBias(Method):
         path = Path(out_dir) / "unet_biases.safetensors"
         save_file({k: v.contiguous() for k, v in self.trainable_state(components).items()}, str(path))
         return {"unet_biases": path}
+
+    def load_for_inference(self, pipe: Any, export_dir: Path, *, name: str = "adapter", scale: float = 1.0) -> InferenceAdapter:
+        """The trained biases into the pipeline's UNet (every key must name a UNet bias)."""
+        if scale != 1.0:
+            raise MethodError("test_unet_bias has no strength to scale")
+        state = load_file(str(Path(export_dir) / "unet_biases.safetensors"))
+        unexpected = [k for k in state if k not in dict(pipe.unet.named_parameters())]
+        if unexpected:
+            raise MethodError(f"not UNet parameters: {', '.join(unexpected[:5])}")
+        pipe.unet.load_state_dict(state, strict=False)
+        return InferenceAdapter("test_unet_bias")

@@ -14,40 +14,6 @@ import tests.training.bias_method  # noqa: F401  (registers test_unet_bias)
 
 CLASSES = ("melanoma", "psoriasis")
 
-#: Environment of training subprocesses: one intra-op thread. On a few shared cores torch's
-#: thread pool spends most of its time waiting (a 4-step run: 21 s with 2 threads, 3 s with 1).
-SUBPROCESS_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Train with one intra-op thread (see SUBPROCESS_ENV), restoring the setting afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def tiny_base(tmp_path_factory) -> Path:
-    """A tiny SD-1.5-shaped pipeline (diffusers' dummy sizes, seed 0) saved as a diffusers folder."""
-    from fairsynth.models.architectures import build_pipeline, tiny_sd_components
-
-    folder = tmp_path_factory.mktemp("tiny-sd")
-    build_pipeline(tiny_sd_components(seed=0)).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def tiny_sdxl_base(tmp_path_factory) -> Path:
-    """A tiny SDXL-shaped pipeline (two text encoders, text_time conditioning) saved once."""
-    from fairsynth.models.architectures import build_pipeline, tiny_sdxl_components
-
-    folder = tmp_path_factory.mktemp("tiny-sdxl")
-    build_pipeline(tiny_sdxl_components(seed=0)).save_pretrained(folder)
-    return folder
 
 
 def make_prepared(folder: Path, n_train: int = 8, n_val: int = 2, size: int = 32, synthetic: int = 0) -> Path:

@@ -22,7 +22,8 @@ from fairsynth.cli import app
 from fairsynth.recipe import load_recipe
 from fairsynth.training.checkpoint import list_checkpoints
 from fairsynth.training.loop import train
-from tests.training.conftest import SUBPROCESS_ENV, make_prepared
+from tests.helpers import SUBPROCESS_ENV
+from tests.training.conftest import make_prepared
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,7 +50,7 @@ def _write_recipe(path: Path, workdir: Path, base: Path, manifest: Path, **train
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, **SUBPROCESS_ENV, "HF_HUB_OFFLINE": "1"}
+    return {**os.environ, **SUBPROCESS_ENV}
 
 
 def _free_port() -> int:
