@@ -764,6 +764,28 @@ def parse_args(argv: Iterable[str] | None = None) -> tuple[argparse.Namespace, B
     return args, BuildConfig(**values)
 
 
+#: The checkpoint file whose presence in --work means a stage has begun.
+STAGE_CHECKPOINTS = {"judge": "judge.safetensors", "vae": "vae_stage.pt", "latents": "latents.pt", "unet": "unet_stage.pt"}
+
+
+def setting_stage(name: str) -> str:
+    """The first stage a BuildConfig setting affects (seed, threads and precision: all of them)."""
+    if name in ("seed", "threads", "precision"):
+        return "judge"
+    if name.startswith("judge_"):
+        return "judge"
+    if name.startswith("vae_"):
+        return "vae"
+    if name == "images":
+        return "latents"
+    return "unet"
+
+
+def stage_started(work: Path, stage: str) -> bool:
+    """Whether ``stage`` has a checkpoint in ``work``."""
+    return (work / STAGE_CHECKPOINTS[stage]).exists()
+
+
 def main(argv: Iterable[str] | None = None) -> int:
     args, config = parse_args(argv)
     torch.set_num_threads(config.threads)
@@ -781,9 +803,13 @@ def main(argv: Iterable[str] | None = None) -> int:
     if saved is not None:
         # A setting added after a build started counts as unchanged at its default (which
         # keeps the old behaviour), so adding a knob doesn't orphan builds in progress.
+        # A setting of a stage that has not begun (no checkpoint in --work yet) may change too:
+        # it has not decided any weight so far.
         defaults = dataclasses.asdict(BuildConfig())
         current = dataclasses.asdict(config)
-        changed = sorted(k for k in current if saved.get(k, defaults[k]) != current[k])
+        changed = sorted(
+            k for k in current if saved.get(k, defaults[k]) != current[k] and stage_started(work, setting_stage(k))
+        )
         if changed:
             print(f"error: settings differ from the build in {work}: {', '.join(changed)}", file=sys.stderr)
             return 2

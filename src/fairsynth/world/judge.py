@@ -8,7 +8,15 @@ the way the data pipeline reads it, by ITA (Chardon et al. 1991) on the skin pix
 Kinyanjui et al. 2020 bands (:mod:`fairsynth.data.skin`).
 
 The judge is deliberately small (about 60 k parameters, 64 px input) so it trains in well
-under a minute on one CPU core and can be retrained from a seed rather than shipped.
+under a minute on one CPU core (about 35 s) and can be retrained from a seed rather than shipped.
+
+It is trained with **blur augmentation** (half the images blurred, sigma 0.3-1.8 px) because its
+job is to read the class from what a 64 px VAE or tiny generator can draw — size, shape,
+colour layout — not from one-pixel texture no 4x-downsampling autoencoder reproduces. Measured
+on the same 400 held-out images and VAE reconstructions: both judges read 100 % of originals;
+the judge trained without blur read 79 % of reconstructions (psoriasis 21 %: its silvery
+scale turned to mush and the plaque was read as a carcinoma), the blur-trained one 93 %
+(psoriasis 78 %). ``blur_probability=0`` gives the strict judge.
 Its accuracy on *held-out world images* is the reference: a generated or reconstructed image
 is judged against that, never against 100 %.
 
@@ -51,6 +59,11 @@ class JudgeConfig:
     batch_size: int = knob(64, "Images per optimisation step.")
     learning_rate: float = knob(3e-3, "AdamW learning rate (cosine decay to 0).")
     hair_probability: float = knob(0.3, "Share of images with hairs, as in the world's default.")
+    blur_probability: float = knob(
+        0.5, "Share of training images blurred (Gaussian, sigma uniform in 0.3..max_blur_sigma) so the judge "
+        "reads shape and colour rather than pixel-level texture; 0 for a strict judge.",
+    )
+    max_blur_sigma: float = knob(1.8, "Largest blur sigma of the augmentation, in pixels of the 64 px image.")
     seed: int = knob(0, "Seed of the training images, the initial weights and the batches.")
 
     def __post_init__(self) -> None:
@@ -58,6 +71,8 @@ class JudgeConfig:
             raise ConfigError(f"judge needs at least {len(JUDGE_CLASSES)} training and held-out images")
         if self.size < 32:
             raise ConfigError(f"judge.size must be >= 32 pixels, got {self.size}")
+        if not 0.0 <= self.blur_probability <= 1.0 or self.max_blur_sigma < 0.3:
+            raise ConfigError("judge.blur_probability must be in [0, 1] and judge.max_blur_sigma >= 0.3")
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ConfigError("judge.epochs, judge.batch_size and judge.learning_rate must be positive")
 
@@ -118,12 +133,27 @@ def to_tensor(images: np.ndarray, size: int = 64) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
-def _augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random flips and quarter turns: a lesion has no up or left."""
+def _blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of one ``(3, S, S)`` image (OpenCV, reflected border)."""
+    array = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
+    return torch.from_numpy(cv2.GaussianBlur(array, (0, 0), sigma)).permute(2, 0, 1)
+
+
+def _augment(
+    batch: torch.Tensor, generator: torch.Generator, blur_probability: float = 0.0, max_blur_sigma: float = 1.8
+) -> torch.Tensor:
+    """Random flips and quarter turns (a lesion has no up or left), and blur on a share of images."""
     if torch.rand((), generator=generator) < 0.5:
         batch = batch.flip(3)
     turns = int(torch.randint(0, 4, (), generator=generator))
-    return torch.rot90(batch, turns, dims=(2, 3))
+    batch = torch.rot90(batch, turns, dims=(2, 3)).contiguous()
+    if blur_probability > 0:
+        draws = torch.rand(len(batch), generator=generator)
+        sigmas = 0.3 + torch.rand(len(batch), generator=generator) * (max_blur_sigma - 0.3)
+        batch = torch.stack(
+            [_blur(image, float(sigma)) if draw < blur_probability else image for image, draw, sigma in zip(batch, draws, sigmas)]
+        )
+    return batch
 
 
 @torch.no_grad()
@@ -178,7 +208,8 @@ def train_judge(config: JudgeConfig | None = None) -> tuple[LesionJudge, dict[st
         order = torch.randperm(len(x), generator=generator)
         for start in range(0, len(x), config.batch_size):
             index = order[start : start + config.batch_size]
-            logits = judge(_augment(x[index], generator))  # (B, classes)
+            augmented = _augment(x[index], generator, config.blur_probability, config.max_blur_sigma)
+            logits = judge(augmented)  # (B, classes)
             loss = nn.functional.cross_entropy(logits, y[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -187,8 +218,10 @@ def train_judge(config: JudgeConfig | None = None) -> tuple[LesionJudge, dict[st
     judge.eval()
     read = judge_classes(judge, held_images)
     hits = np.array([a == b for a, b in zip(read, held_labels)])
+    blurred = np.stack([cv2.GaussianBlur(image, (0, 0), 1.0) for image in held_images])
     report = {
         "held_out_accuracy": float(hits.mean()),
+        "held_out_accuracy_blurred_sigma_1": judge_accuracy(judge, blurred, held_labels),
         "held_out_accuracy_by_class": {c: float(hits[[l == c for l in held_labels]].mean()) for c in JUDGE_CLASSES},
         "held_out_accuracy_by_fst": {
             fst: float(hits[[f == fst for f in held_fsts]].mean()) for fst in range(1, 7)
