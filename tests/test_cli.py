@@ -12,14 +12,19 @@ runner = CliRunner()
 
 
 def command_names() -> list[str]:
+    """Every command and every sub-command of a group ("downstream compare")."""
     import typer.main
 
-    return sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+    names = []
+    for name, command in typer.main.get_command(app).commands.items():  # type: ignore[attr-defined]
+        names.append(name)
+        names += [f"{name} {sub}" for sub in getattr(command, "commands", {})]
+    return sorted(names)
 
 
 @pytest.mark.parametrize("name", command_names())
 def test_every_command_has_help_with_an_example(name):
-    result = runner.invoke(app, [name, "--help"])
+    result = runner.invoke(app, [*name.split(), "--help"])
     assert result.exit_code == 0, result.output
     assert "Example: fairsynth " in result.output
 

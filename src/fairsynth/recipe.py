@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fairsynth.config import DataConfig, PrepareConfig, knob, load_config
+from fairsynth.downstream.config import DownstreamConfig
 from fairsynth.filters.config import FilterConfig
 from fairsynth.generation.config import AdapterSpec, GenerateConfig
 from fairsynth.metrics.config import EvaluateConfig
@@ -37,6 +38,9 @@ class Recipe:
     evaluate: EvaluateConfig = knob(default_factory=EvaluateConfig, help="Measuring the synthetic images.")
     generate: GenerateConfig = knob(default_factory=GenerateConfig, help="Generating the balanced synthetic set.")
     filter: FilterConfig = knob(default_factory=FilterConfig, help="Quality checks of the generated images.")
+    downstream: DownstreamConfig = knob(
+        default_factory=DownstreamConfig, help="The classifier trained on real, synthetic and mixed data, and its fairness."
+    )
 
     def __post_init__(self) -> None:
         # Stage folders default to subfolders of the study's workdir.
@@ -70,6 +74,12 @@ class Recipe:
         filters.real = filters.real or generate.real
         filters.train = filters.train or train.data
         filters.cache_dir = filters.cache_dir or str(Path(self.workdir) / "cache")
+
+        downstream = self.downstream
+        downstream.real = downstream.real or str(Path(self.prepare.output) / "metadata.jsonl")
+        downstream.synthetic = downstream.synthetic or str(Path(generate.output) / "metadata.jsonl")
+        downstream.output = downstream.output or str(Path(self.workdir) / "downstream")
+        downstream.image_size = downstream.image_size or max(train.resolution)
 
     @property
     def world_dir(self) -> Path:

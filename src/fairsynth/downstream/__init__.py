@@ -1,0 +1,1 @@
+"""Downstream proof: train a classifier on real, synthetic and mixed data and measure accuracy and fairness per group."""

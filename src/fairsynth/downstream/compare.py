@@ -1,0 +1,175 @@
+"""`fairsynth downstream compare`: every arm with the same seeds, one table, honest deltas.
+
+Each (arm, seed) run is trained by :func:`fairsynth.downstream.train.train_run` and saved in
+``<output>/<arm>/seed-<k>/``; a finished run is reused, so an interrupted comparison resumes.
+The table gives, per headline number, the mean ± standard deviation over seeds of each arm,
+and for every other arm its paired difference from the ``real`` arm (same seed, same test
+images): mean and a 95 % t-interval over seeds. A difference whose interval contains zero is
+reported as *within noise* — with three seeds that is the usual verdict for small effects, and
+the table says so rather than ranking arms by noise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from scipy import stats
+
+from fairsynth.downstream.config import DownstreamConfig
+from fairsynth.downstream.data import Sets, check_sets, load_sets
+from fairsynth.downstream.train import save_run, train_run
+from fairsynth.io import atomic_write_text
+
+#: Headline numbers of the table: (key, label, higher is better).
+HEADLINES: tuple[tuple[str, str, bool], ...] = (
+    ("accuracy", "accuracy", True),
+    ("balanced_accuracy", "balanced accuracy", True),
+    ("macro_auroc", "macro AUROC", True),
+    ("auroc.I-II", "AUROC I-II", True),
+    ("auroc.III-IV", "AUROC III-IV", True),
+    ("auroc.V-VI", "AUROC V-VI", True),
+    ("auroc_gap", "AUROC gap (DDI groups)", False),
+    ("auroc_gap_types", "AUROC gap (types I-VI)", False),
+    ("equalized_odds_difference", "equalized-odds diff.", False),
+    ("equal_opportunity_difference", "equal-opportunity diff.", False),
+    ("demographic_parity_difference", "demographic-parity diff.", False),
+    ("high_risk_sensitivity", "high-risk sensitivity", True),
+)
+
+
+def _value(entry: Any) -> float | None:
+    """The point estimate of a report entry (a number or a {'estimate': ...} interval)."""
+    if isinstance(entry, dict):
+        entry = entry.get("estimate", entry.get("value"))
+    return None if entry is None else float(entry)
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, float | None]:
+    """The headline numbers of one run's ``metrics`` (see :func:`~fairsynth.downstream.train.evaluate_predictions`)."""
+    types = metrics["per_type"]
+    grouped = metrics.get("per_ddi_group", types)
+    out: dict[str, float | None] = {
+        "accuracy": _value(types["accuracy"]),
+        "balanced_accuracy": _value(types["balanced_accuracy"]),
+        "macro_auroc": _value(types["macro_auroc"]),
+        "auroc_gap": _value(grouped["auroc_gap"]),
+        "auroc_gap_types": _value(types["auroc_gap"]),
+    }
+    for group, entry in grouped["group_auroc"].items():
+        out[f"auroc.{group}"] = _value(entry)
+    for name in ("equalized_odds_difference", "equal_opportunity_difference", "demographic_parity_difference"):
+        out[name] = _value(types.get(name))
+    sensitivity = types.get("high_risk_sensitivity")
+    out["high_risk_sensitivity"] = _value(sensitivity.get("overall")) if isinstance(sensitivity, dict) else _value(sensitivity)
+    return out
+
+
+def _summary(values: list[float | None]) -> dict[str, Any]:
+    defined = [v for v in values if v is not None and not math.isnan(v)]
+    if not defined:
+        return {"mean": None, "sd": None, "n": 0}
+    return {"mean": float(np.mean(defined)), "sd": float(np.std(defined, ddof=1)) if len(defined) > 1 else None, "n": len(defined)}
+
+
+def paired_delta(arm: list[float | None], baseline: list[float | None], level: float = 0.95) -> dict[str, Any]:
+    """Mean paired difference over seeds and its t-interval; ``within_noise`` when it holds 0."""
+    pairs = [a - b for a, b in zip(arm, baseline) if a is not None and b is not None]
+    if not pairs:
+        return {"mean": None, "low": None, "high": None, "n": 0, "within_noise": None}
+    mean = float(np.mean(pairs))
+    if len(pairs) < 2:
+        return {"mean": mean, "low": None, "high": None, "n": 1, "within_noise": None}
+    half = float(stats.t.ppf(0.5 + level / 2, len(pairs) - 1) * np.std(pairs, ddof=1) / math.sqrt(len(pairs)))
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(pairs), "within_noise": mean - half <= 0 <= mean + half}
+
+
+def summarise(runs: dict[str, dict[int, dict[str, float | None]]], seeds: list[int]) -> dict[str, Any]:
+    """Per arm and headline: mean ± sd over seeds; per non-real arm: paired delta from `real`."""
+    table: dict[str, Any] = {}
+    for key, label, higher in HEADLINES:
+        row: dict[str, Any] = {"label": label, "higher_is_better": higher, "arms": {}, "delta_vs_real": {}}
+        for arm, by_seed in runs.items():
+            row["arms"][arm] = _summary([by_seed[s].get(key) for s in seeds if s in by_seed])
+        if "real" in runs:
+            base = [runs["real"][s].get(key) if s in runs["real"] else None for s in seeds]
+            for arm, by_seed in runs.items():
+                if arm != "real":
+                    row["delta_vs_real"][arm] = paired_delta([by_seed[s].get(key) if s in by_seed else None for s in seeds], base)
+        table[key] = row
+    return table
+
+
+def _cell(summary: dict[str, Any]) -> str:
+    if summary["mean"] is None:
+        return "undefined"
+    return f"{summary['mean']:.3f}" + (f" ± {summary['sd']:.3f}" if summary["sd"] is not None else "")
+
+
+def _delta(delta: dict[str, Any]) -> str:
+    if delta["mean"] is None:
+        return "undefined"
+    if delta["low"] is None:
+        return f"{delta['mean']:+.3f} (one seed)"
+    verdict = "within noise" if delta["within_noise"] else "beyond noise"
+    return f"{delta['mean']:+.3f} [{delta['low']:+.3f}, {delta['high']:+.3f}] {verdict}"
+
+
+def render_table(table: dict[str, Any], arms: list[str], seeds: list[int]) -> str:
+    """A Markdown table: arms' mean ± sd over seeds, then paired deltas from `real` with 95 % intervals."""
+    others = [arm for arm in arms if arm != "real"] if "real" in arms else []
+    header = ["metric", *arms, *[f"{arm} − real" for arm in others]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, row in table.items():
+        cells = [row["label"] + (" ↑" if row["higher_is_better"] else " ↓")]
+        cells += [_cell(row["arms"][arm]) for arm in arms]
+        cells += [_delta(row["delta_vs_real"][arm]) for arm in others]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(
+        f"Seeds {', '.join(map(str, seeds))}; mean ± sd over seeds; deltas are paired by seed with a 95 % t-interval, "
+        "'within noise' when the interval contains 0. Selection on the validation split; test read once per run."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def compare(
+    config: DownstreamConfig, output: str | Path, log: Callable[[str], None] = print, sets: Sets | None = None,
+    write_table: bool = True,
+) -> dict[str, Any]:
+    """Run every arm × seed (reusing finished runs) and write ``compare.json`` and ``compare.md``.
+
+    ``write_table=False`` trains and saves the runs only (``fairsynth downstream train``).
+    """
+    output = Path(output)
+    synthetic = config.synthetic if any(arm != "real" for arm in config.arms) else None
+    if sets is None:
+        sets = load_sets(config.real, synthetic, config.group_by)
+        for warning in check_sets(sets, config.real, synthetic):
+            log(f"warning: {warning}")
+    runs: dict[str, dict[int, dict[str, float | None]]] = {arm: {} for arm in config.arms}
+    records: dict[str, dict[int, Any]] = {arm: {} for arm in config.arms}
+    for arm in config.arms:
+        for seed in config.seeds:
+            folder = output / arm / f"seed-{seed}"
+            done = folder / "metrics.json"
+            if done.exists():
+                record = json.loads(done.read_text())
+                log(f"{arm} seed {seed}: reusing {folder}")
+            else:
+                log(f"{arm} seed {seed}: training")
+                record = train_run(sets, config, arm, seed)
+                save_run(record, folder)
+                record = json.loads(done.read_text())
+                log(f"{arm} seed {seed}: {record['seconds']:.0f} s, selected epoch {record['selected_epoch']}")
+            runs[arm][seed] = headline(record["metrics"])
+            records[arm][seed] = record
+    table = summarise(runs, config.seeds)
+    result = {"arms": config.arms, "seeds": config.seeds, "table": table, "runs": runs}
+    if write_table:
+        atomic_write_text(output / "compare.json", json.dumps(result, indent=1) + "\n")
+        atomic_write_text(output / "compare.md", render_table(table, config.arms, config.seeds))
+    return result

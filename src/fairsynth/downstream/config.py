@@ -1,0 +1,130 @@
+"""`downstream:` — the classifier that proves whether synthetic images help, and how it is trained.
+
+    downstream:
+      backbone: resnet50           # any timm model name
+      pretrained: /models/resnet50.safetensors   # local weights; "" = random init (offline default)
+      arms: [real, mixed, synthetic]             # what `fairsynth downstream compare` runs
+      seeds: [0, 1, 2]                           # every arm runs every seed
+      mix:
+        synthetic_share: fairskin  # FST I-II 20 %, III 30 %, IV 50 %, V 70 %, VI 80 % of each group's training images
+        min_real_share: 0.25       # at least a quarter of every batch is real
+      high_risk: [melanoma, basal cell carcinoma]
+
+Run with ``fairsynth downstream compare --config recipe.yaml``. Model selection and early
+stopping use the *validation* split only; the test split is read once, by the selected model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from fairsynth.config import ConfigError, knob
+
+#: Named synthetic shares per Fitzpatrick type: the share of synthetic images among a group's
+#: training images. FairSkin's mixing plan puts most synthetic data where real data is rarest.
+NAMED_SHARES: dict[str, dict[str, float]] = {
+    "fairskin": {"I": 0.2, "II": 0.2, "III": 0.3, "IV": 0.5, "V": 0.7, "VI": 0.8},
+}
+ARMS = ("real", "mixed", "synthetic")
+Arm = Literal["real", "mixed", "synthetic"]
+
+
+@dataclass
+class MixConfig:
+    """How real and synthetic images are combined in the `mixed` arm."""
+
+    synthetic_share: str | dict[str, float] = knob(
+        "all", "Share of synthetic images among each group's training images, e.g. {V: 0.7, VI: 0.8}; "
+        "a named plan (fairskin), or `all` to add every synthetic image. Groups are the `group_by` values "
+        "(Roman Fitzpatrick types for fst); a group not named gets no synthetic images.",
+    )
+    curriculum_epochs: int = knob(
+        0, "Raise the synthetic share linearly from 0 to its target over this many epochs (0: full share from "
+        "the first epoch). Images join in a fixed seeded order, so later epochs extend earlier ones.",
+    )
+    min_real_share: float = knob(0.0, "Least share of real images in every training batch (0: batches follow the data).")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.synthetic_share, str):
+            if self.synthetic_share != "all" and self.synthetic_share not in NAMED_SHARES:
+                raise ConfigError(
+                    f"downstream.mix.synthetic_share: unknown plan {self.synthetic_share!r}; "
+                    f"use a mapping, 'all' or one of {', '.join(NAMED_SHARES)}"
+                )
+        else:
+            for group, share in self.synthetic_share.items():
+                if not 0.0 <= float(share) < 1.0:
+                    raise ConfigError(f"downstream.mix.synthetic_share[{group}] must be in [0, 1), got {share}")
+        if self.curriculum_epochs < 0:
+            raise ConfigError("downstream.mix.curriculum_epochs must be >= 0")
+        if not 0.0 <= self.min_real_share <= 1.0:
+            raise ConfigError(f"downstream.mix.min_real_share must be in [0, 1], got {self.min_real_share}")
+
+    def shares(self) -> dict[str, float] | None:
+        """Synthetic share per group, or None for `all`."""
+        if isinstance(self.synthetic_share, str):
+            return None if self.synthetic_share == "all" else dict(NAMED_SHARES[self.synthetic_share])
+        return {str(k): float(v) for k, v in self.synthetic_share.items()}
+
+
+@dataclass
+class DownstreamConfig:
+    """The downstream classifier: data, backbone, training protocol and evaluation."""
+
+    real: str = knob("", "Manifest of the prepared real data with a `split` column (train/val/test); default: prepare's.")
+    synthetic: str = knob("", "Manifest of the synthetic set (generate's metadata.jsonl); default: generate's.")
+    output: str = knob("", "Output folder; default <workdir>/downstream.")
+    arms: list[str] = knob(["real", "mixed", "synthetic"], "Arms `compare` runs: real, mixed (real + synthetic), synthetic.")
+    seeds: list[int] = knob([0, 1, 2], "Seeds; every arm runs each (at least 3 for a comparison).")
+    group_by: str = knob("fst", "Sensitive attribute: a manifest column (fst is read as Roman types I-VI).")
+    high_risk: list[str] = knob(
+        [], "Malignant classes: the positive side of equalized odds, equal opportunity and high-risk sensitivity.",
+    )
+    # model
+    backbone: str = knob("resnet50", "timm model name (`timm.list_models()`); test_resnet is a tiny one for tests.")
+    pretrained: str = knob(
+        "", "Backbone weights: a local .safetensors (or .pth/.bin, read with weights_only) file, `hub` for timm's "
+        "hub weights (needs network or a cache), or empty for random initialisation.",
+    )
+    image_size: int = knob(0, "Side in pixels the classifier sees (images are resized); 0: the largest training resolution.")
+    # training
+    epochs: int = knob(30, "Most epochs of the (mixed) training phase.")
+    synthetic_pretrain_epochs: int = knob(
+        0, "Epochs on synthetic images only before the main phase (then the learning rate drops by lr_drop).",
+    )
+    lr_drop: float = knob(0.1, "Factor on the learning rate for the main phase after synthetic pre-training.")
+    batch_size: int = knob(32, "Images per step.")
+    learning_rate: float = knob(1e-3, "AdamW learning rate (cosine decay over each phase).")
+    weight_decay: float = knob(1e-4, "AdamW weight decay.")
+    class_balanced: bool = knob(True, "Sample training images with weights inverse to their class frequency.")
+    augment: bool = knob(True, "Flip, rotation and colour jitter on real training images (synthetic ones as generated).")
+    domain_adversarial: float = knob(
+        0.0, "Weight of a real-vs-synthetic head trained through gradient reversal (Ganin & Lempitsky 2015); 0: off.",
+    )
+    patience: int = knob(8, "Stop after this many epochs without a better validation score.")
+    select_on: Literal["macro_auroc", "balanced_accuracy"] = knob(
+        "macro_auroc", "Validation score for early stopping and model selection (never the test split).",
+    )
+    # evaluation
+    bootstrap_resamples: int = knob(1000, "Bootstrap resamples of the 95 % confidence intervals.")
+    min_positives: int = knob(2, "Fewest positives (and negatives) of a class in a group for its AUROC to count.")
+    mix: MixConfig = knob(default_factory=MixConfig, help="How the mixed arm combines real and synthetic images.")
+
+    def __post_init__(self) -> None:
+        unknown = [arm for arm in self.arms if arm not in ARMS]
+        if unknown or not self.arms:
+            raise ConfigError(f"downstream.arms: unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError("downstream.seeds must be a non-empty list of distinct seeds")
+        if self.image_size and self.image_size < 16:
+            raise ConfigError(f"downstream.image_size must be >= 16, got {self.image_size}")
+        for name in ("epochs", "batch_size", "patience", "bootstrap_resamples"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"downstream.{name} must be >= 1, got {getattr(self, name)}")
+        if self.synthetic_pretrain_epochs < 0 or self.min_positives < 1:
+            raise ConfigError("downstream.synthetic_pretrain_epochs must be >= 0 and min_positives >= 1")
+        if self.learning_rate <= 0 or not 0 < self.lr_drop <= 1 or self.domain_adversarial < 0:
+            raise ConfigError("downstream.learning_rate must be > 0, lr_drop in (0, 1], domain_adversarial >= 0")
+        if self.select_on not in ("macro_auroc", "balanced_accuracy"):
+            raise ConfigError(f"downstream.select_on must be macro_auroc or balanced_accuracy, got {self.select_on!r}")

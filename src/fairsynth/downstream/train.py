@@ -1,0 +1,231 @@
+"""Train one classifier (one arm, one seed), select it on validation, measure it once on test.
+
+The loop, top to bottom:
+
+1. The arm decides the training images: ``real`` (the real training split), ``synthetic``
+   (every synthetic image, no real one) or ``mixed`` (real + synthetic at the per-group shares
+   of ``mix``; :func:`fairsynth.downstream.data.mix_training_set`).
+2. Optional synthetic pre-training (mixed arm): ``synthetic_pretrain_epochs`` on synthetic
+   images only; the main phase then starts from those weights at ``learning_rate · lr_drop``.
+3. Each epoch: batches from :class:`~fairsynth.downstream.data.MixedBatchSampler`
+   (class-balanced, least real share); cross-entropy, plus the domain-adversarial loss when
+   ``domain_adversarial > 0``; AdamW with a cosine schedule per phase.
+4. After each epoch the *validation* split is scored (``select_on``); the best weights are kept
+   and training stops after ``patience`` epochs without improvement. The test split is never
+   looked at during training or selection.
+5. The selected weights predict the test split once; :mod:`fairsynth.downstream.fairness`
+   measures it, per group, with bootstrap intervals.
+
+Outputs of a run, in ``<output>/<arm>/seed-<k>/`` (written atomically; a finished run is
+reused on the next invocation): ``model.safetensors``, ``history.json``, ``predictions.csv``
+(test), ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save
+
+from fairsynth.data.fst import GROUPS, ROMAN
+from fairsynth.downstream import fairness
+from fairsynth.downstream.config import DownstreamConfig
+from fairsynth.downstream.data import (
+    ImageSet,
+    MixedBatchSampler,
+    Sample,
+    Sets,
+    curriculum_prefix,
+    mix_training_set,
+)
+from fairsynth.downstream.model import Classifier, build_classifier
+from fairsynth.io import atomic_open, atomic_write_bytes, atomic_write_text
+
+_FROM_ROMAN = {roman: number for number, roman in ROMAN.items()}
+
+
+def fst_grouping(group: str) -> str | None:
+    """Roman Fitzpatrick type -> DDI's grouping (I-II, III-IV, V-VI); other values pass through."""
+    number = _FROM_ROMAN.get(group)
+    return GROUPS[number] if number is not None else None
+
+
+@dataclass
+class Phase:
+    """One training phase: which synthetic images may join, for how long, how fast."""
+
+    name: str
+    real: bool
+    epochs: int
+    learning_rate: float
+
+
+def phases_of(arm: str, config: DownstreamConfig) -> list[Phase]:
+    """The phases an arm trains through."""
+    if arm == "real":
+        return [Phase("real", True, config.epochs, config.learning_rate)]
+    if arm == "synthetic":
+        return [Phase("synthetic", False, config.epochs, config.learning_rate)]
+    phases = []
+    rate = config.learning_rate
+    if config.synthetic_pretrain_epochs:
+        phases.append(Phase("synthetic-pretrain", False, config.synthetic_pretrain_epochs, rate))
+        rate *= config.lr_drop
+    phases.append(Phase("mixed", True, config.epochs, rate))
+    return phases
+
+
+@torch.no_grad()
+def predict(model: Classifier, dataset: ImageSet, classes: Sequence[str], batch_size: int = 128) -> fairness.Predictions:
+    """Softmax predictions of ``model`` on every image of ``dataset``."""
+    model.eval()
+    probabilities, labels = [], []
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        images = torch.stack([item[0] for item in items])  # (B, 3, S, S)
+        logits, _ = model(images)  # (B, C)
+        probabilities.append(logits.float().softmax(1).numpy())
+        labels.extend(item[1] for item in items)
+    return fairness.Predictions(
+        labels=np.asarray(labels, dtype=np.int64),
+        probabilities=np.concatenate(probabilities).astype(np.float64),
+        groups=np.asarray([s.group for s in dataset.samples], dtype=object),
+        classes=tuple(classes),
+    )
+
+
+def validation_score(predictions: fairness.Predictions, select_on: str, min_positives: int) -> tuple[float, str]:
+    """The selection score and its name; balanced accuracy where AUROC is undefined."""
+    if select_on == "macro_auroc":
+        value = fairness.macro_auroc(predictions, min_positives=min_positives, min_negatives=min_positives)
+        if value is not None:
+            return float(value), "macro_auroc"
+    return float(fairness.balanced_accuracy(predictions)), "balanced_accuracy"
+
+
+def _batches(dataset: ImageSet, sampler: MixedBatchSampler, active: Sequence[int]):
+    for positions in sampler:
+        indices = [active[p] for p in positions]
+        items = [dataset[i] for i in indices]
+        images = torch.stack([item[0] for item in items])  # (B, 3, S, S)
+        targets = torch.tensor([item[1] for item in items])  # (B,)
+        synthetic = torch.tensor([float(dataset.samples[i].synthetic) for i in indices])  # (B,)
+        yield images, targets, synthetic
+
+
+def train_run(sets: Sets, config: DownstreamConfig, arm: str, seed: int, progress: Any = None) -> dict[str, Any]:
+    """Train and evaluate one classifier; returns its record (history, metrics, weights, predictions)."""
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    chosen: list[Sample] = []
+    account: dict[str, Any] = {}
+    if arm == "mixed":
+        chosen, account = mix_training_set(sets.train, sets.synthetic, config.mix.shares(), seed)
+    elif arm == "synthetic":
+        chosen = list(sets.synthetic)
+    real = list(sets.train) if arm != "synthetic" else []
+    pool = ImageSet(real + chosen, sets.classes, config.image_size, augment=config.augment)
+    val = ImageSet(sets.val, sets.classes, config.image_size)
+    test = ImageSet(sets.test, sets.classes, config.image_size)
+    adversarial = config.domain_adversarial > 0 and arm == "mixed"
+    model = build_classifier(config.backbone, len(sets.classes), config.pretrained, adversarial=adversarial)
+
+    history: list[dict[str, Any]] = []
+    best = {"score": -math.inf, "state": copy.deepcopy(model.state_dict()), "epoch": -1, "phase": None}
+    for phase in phases_of(arm, config):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=phase.learning_rate, weight_decay=config.weight_decay)
+        steps_per_epoch = math.ceil(((len(real) if phase.real else 0) + len(chosen)) / config.batch_size)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, phase.epochs * steps_per_epoch))
+        stale = 0
+        for epoch in range(phase.epochs):
+            curriculum = config.mix.curriculum_epochs if arm == "mixed" and phase.real else 0
+            synthetic_now = curriculum_prefix(chosen, epoch, curriculum)
+            n_real = len(real) if phase.real else 0
+            offset = {id(s): len(real) + i for i, s in enumerate(chosen)}
+            active = list(range(n_real)) + [offset[id(s)] for s in synthetic_now]
+            if not active:
+                raise ValueError(f"arm {arm!r}, phase {phase.name}: no training images")
+            sampler = MixedBatchSampler(
+                [pool.samples[i].label for i in active], n_real, config.batch_size,
+                class_balanced=config.class_balanced, min_real_share=config.mix.min_real_share if phase.real else 0.0,
+                seed=seed,
+            )
+            sampler.set_epoch(len(history))
+            model.train()
+            losses = []
+            for images, targets, synthetic in _batches(pool, sampler, active):
+                logits, domain = model(images, reverse_weight=config.domain_adversarial)  # (B, C), (B,)
+                loss = F.cross_entropy(logits, targets)
+                if domain is not None:
+                    loss = loss + F.binary_cross_entropy_with_logits(domain, synthetic)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                losses.append(loss.item())
+            score, score_name = validation_score(predict(model, val, sets.classes), config.select_on, config.min_positives)
+            history.append({
+                "phase": phase.name, "epoch": epoch, "loss": float(np.mean(losses)), "val_score": score,
+                "val_metric": score_name, "real_images": n_real, "synthetic_images": len(synthetic_now),
+            })
+            if progress is not None:
+                progress(history[-1])
+            if score > best["score"]:
+                best = {"score": score, "state": copy.deepcopy(model.state_dict()), "epoch": len(history) - 1, "phase": phase.name}
+                stale = 0
+            else:
+                stale += 1
+                if stale >= config.patience:
+                    break
+    model.load_state_dict(best["state"])
+    predictions = predict(model, test, sets.classes)
+    metrics = evaluate_predictions(predictions, config, seed)
+    return {
+        "arm": arm, "seed": seed, "history": history, "backbone": config.backbone, "classes": list(sets.classes),
+        "image_size": config.image_size, "adversarial": adversarial, "selected_epoch": best["epoch"], "selected_phase": best["phase"],
+        "val_score": best["score"], "metrics": metrics, "mix": account,
+        "train_images": {"real": len(real), "synthetic": len(chosen)},
+        "seconds": round(time.perf_counter() - started, 2),
+        "state": {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()},
+        "predictions": predictions, "test_ids": [s.id for s in sets.test],
+    }
+
+
+def evaluate_predictions(predictions: fairness.Predictions, config: DownstreamConfig, seed: int) -> dict[str, Any]:
+    """Every number of the comparison, per Fitzpatrick type and per DDI group, with intervals."""
+    common = dict(
+        high_risk=config.high_risk, resamples=config.bootstrap_resamples, seed=seed,
+        min_positives=config.min_positives, min_negatives=config.min_positives,
+    )
+    metrics = {"per_type": fairness.report(predictions, **common)}
+    if config.group_by == "fst":
+        metrics["per_ddi_group"] = fairness.report(predictions, group_of=fst_grouping, **common)
+    return metrics
+
+
+def save_run(record: dict[str, Any], folder: Path) -> None:
+    """Write a run's files atomically; ``metrics.json`` last, so its presence means complete."""
+    folder.mkdir(parents=True, exist_ok=True)
+    described = {k: record[k] for k in ("backbone", "classes", "image_size", "adversarial")}
+    atomic_write_text(folder / "classifier.json", json.dumps(described, indent=1) + "\n")
+    atomic_write_bytes(folder / "model.safetensors", save(record["state"], metadata={"arm": record["arm"], "seed": str(record["seed"])}))
+    predictions: fairness.Predictions = record["predictions"]
+    frame = pd.DataFrame(predictions.probabilities, columns=[f"p_{c}" for c in predictions.classes])
+    frame.insert(0, "group", predictions.groups)
+    frame.insert(0, "label", [predictions.classes[i] for i in predictions.labels])
+    frame.insert(0, "id", record["test_ids"])
+    with atomic_open(folder / "predictions.csv", "w") as handle:
+        frame.to_csv(handle, index=False)
+    atomic_write_text(folder / "history.json", json.dumps(record["history"], indent=1) + "\n")
+    public = {k: v for k, v in record.items() if k not in ("state", "predictions", "test_ids", "history", "classes")}
+    atomic_write_text(folder / "metrics.json", json.dumps(public, indent=1, default=float) + "\n")
