@@ -189,3 +189,28 @@ def test_cli_compare_prints_the_table_and_bad_input_exits_2(derm_study, tmp_path
     assert bad.exit_code == 2 and "nope.jsonl does not exist" in bad.output
     one = runner.invoke(app, ["downstream", "train", "--config", str(recipe), "--arm", "real", "--seed", "0"])
     assert one.exit_code == 0 and "real seed 0: accuracy" in one.output
+
+
+def test_a_saved_run_serves_as_the_classifier_feature_extractor(real_run, sets, tmp_path):
+    """model.safetensors holds timm's own names: `evaluate.weights.classifier` reads it as it is."""
+    import torch
+    from safetensors.torch import load_file
+
+    from fairsynth.downstream.data import ImageSet
+    from fairsynth.downstream.model import build_classifier
+    from fairsynth.metrics.extractors import create_extractor
+
+    save_run(real_run, tmp_path / "run")
+    extractor = create_extractor(
+        "classifier", weights=str(tmp_path / "run" / "model.safetensors"), arch="test_resnet", size=32,
+        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+    )
+    dataset = ImageSet(sets.test[:8], sets.classes, 32)
+    uint8 = torch.stack([dataset.load(i) for i in range(8)])  # (8, 3, 32, 32)
+    model = build_classifier("test_resnet", 4)
+    model.backbone.load_state_dict(load_file(str(tmp_path / "run" / "model.safetensors")))
+    model.eval()
+    with torch.no_grad():
+        floats = torch.stack([dataset[i][0] for i in range(8)])
+        expected = model.backbone.forward_head(model.backbone.forward_features(floats), pre_logits=True)
+    assert torch.allclose(extractor(uint8), expected, atol=1e-5)

@@ -218,7 +218,10 @@ def save_run(record: dict[str, Any], folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     described = {k: record[k] for k in ("backbone", "classes", "image_size", "adversarial")}
     atomic_write_text(folder / "classifier.json", json.dumps(described, indent=1) + "\n")
-    atomic_write_bytes(folder / "model.safetensors", save(record["state"], metadata={"arm": record["arm"], "seed": str(record["seed"])}))
+    # The backbone's tensors under timm's own names, so that the file also serves as
+    # `evaluate.weights.classifier` / the filters' `classifier` extractor (arch = backbone).
+    state = {k.removeprefix("backbone."): v for k, v in record["state"].items()}
+    atomic_write_bytes(folder / "model.safetensors", save(state, metadata={"arm": record["arm"], "seed": str(record["seed"])}))
     predictions: fairness.Predictions = record["predictions"]
     frame = pd.DataFrame(predictions.probabilities, columns=[f"p_{c}" for c in predictions.classes])
     frame.insert(0, "group", predictions.groups)

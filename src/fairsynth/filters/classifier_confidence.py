@@ -58,7 +58,8 @@ def load_run_classifier(folder: str | Path) -> tuple[Any, dict[str, Any]]:
             )
     info = json.loads(described.read_text())
     model = build_classifier(info["backbone"], len(info["classes"]), "", adversarial=info.get("adversarial", False))
-    model.load_state_dict(load_file(str(weights)))
+    state = {k if k.startswith("domain_head.") else f"backbone.{k}": v for k, v in load_file(str(weights)).items()}
+    model.load_state_dict(state)
     return model.eval(), info
 
 
