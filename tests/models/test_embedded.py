@@ -81,6 +81,16 @@ def test_missing_weights_name_the_build_command(tmp_path, monkeypatch):
     assert BUILD_COMMAND in str(caught.value)
 
 
+def test_base_source_embedded_names_the_shipped_folder(saved_folder, tmp_path, monkeypatch):
+    from fairsynth.models.loading import load_base, model_hash
+
+    monkeypatch.setattr(embedded, "embedded_base_folder", lambda: tmp_path / "tiny-sd")
+    with pytest.raises(EmbeddedBaseMissing, match="the embedded base model is not built"):
+        load_base("embedded")
+    monkeypatch.setattr(embedded, "embedded_base_folder", lambda: saved_folder)
+    assert model_hash(load_base("embedded")) == model_hash(load_base(saved_folder))
+
+
 def test_shipped_embedded_base_loads():
     try:
         folder = embedded_base_path()

@@ -18,18 +18,6 @@ from fairsynth.world.judge import (
 )
 
 
-@pytest.fixture(scope="module")
-def small_judge():
-    """A judge trained on 480 images (about 8 s of one core); one thread so a busy machine doesn't thrash."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            return train_judge(JudgeConfig(n_train=480, n_held_out=120, epochs=6, batch_size=32, seed=0))
-    finally:
-        torch.set_num_threads(threads)
-
-
 def test_a_small_judge_reads_the_lesion_class(small_judge):
     _, report = small_judge
     # the default config reaches ~0.999; this small one measured 1.0 (chance: 0.25)

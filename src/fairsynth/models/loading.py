@@ -65,6 +65,10 @@ class BaseModelNotFound(FileNotFoundError):
     """The base model is neither on this machine nor downloadable; the message says what to do."""
 
 
+#: ``source`` naming fairsynth's shipped tiny base (:func:`fairsynth.models.embedded.embedded_base_path`).
+EMBEDDED = "embedded"
+
+
 @dataclass
 class BaseModelConfig:
     """The Stable Diffusion model that fine-tuning starts from."""
@@ -72,7 +76,8 @@ class BaseModelConfig:
     source: str = knob(
         "runwayml/stable-diffusion-v1-5",
         "Hub id (read from the local Hugging Face cache when offline), a diffusers folder with "
-        "model_index.json, or a single .safetensors checkpoint (A1111/ComfyUI layout).",
+        "model_index.json, a single .safetensors checkpoint (A1111/ComfyUI layout), or `embedded`: "
+        "fairsynth's own tiny SD-shaped base (64 px, offline).",
     )
     revision: str | None = knob(None, "Hub branch, tag or commit; hub ids only.")
     variant: str | None = knob(
@@ -335,6 +340,10 @@ def load_base(
     torch_dtype = _torch_dtype(dtype)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else hub_cache_dir()
     text = os.fspath(source)
+    if text == EMBEDDED:
+        from fairsynth.models.embedded import embedded_base_path
+
+        text = os.fspath(embedded_base_path())  # raises EmbeddedBaseMissing, naming the build command
     path = Path(text).expanduser()
     if path.exists() or _looks_like_path(text):
         if revision is not None:
