@@ -33,7 +33,7 @@ from fairsynth.generation.config import AdapterSpec, GenerateConfig
 from fairsynth.generation.pipeline import load_sampler
 from fairsynth.io import atomic_write_text
 from fairsynth.recipe import DEMO_RECIPE, load_recipe
-from fairsynth.world.judge import JUDGE_CLASSES, JudgeConfig, derm_images, judge_accuracy, train_judge
+from fairsynth.world.judge import JUDGE_CLASSES, derm_images, judge_accuracy, shipped_judge
 from fairsynth.world.proof import DERM_TEMPLATE, measure_conditioning, save_grid, token_prompt
 
 #: Per-method overrides on top of the demo recipe's train section.
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         prepare(recipe)
 
     started = time.perf_counter()
-    judge, judge_report = train_judge(JudgeConfig())
+    judge, judge_report = shipped_judge()
     images, labels, _ = derm_images(400, seed=99)
     result: dict = {
         "judge": {**judge_report, "held_out_world_accuracy": judge_accuracy(judge, images, labels),

@@ -80,6 +80,10 @@ class Recipe:
         downstream.synthetic = downstream.synthetic or str(Path(generate.output) / "metadata.jsonl")
         downstream.output = downstream.output or str(Path(self.workdir) / "downstream")
         downstream.image_size = downstream.image_size or max(train.resolution)
+        confidence = filters.options.get("classifier_confidence")
+        if confidence is not None and not confidence.get("model"):
+            # the real-data classifier of the downstream study, first seed
+            confidence["model"] = str(Path(downstream.output) / "real" / f"seed-{downstream.seeds[0]}")
 
     @property
     def world_dir(self) -> Path:

@@ -214,3 +214,43 @@ def test_a_saved_run_serves_as_the_classifier_feature_extractor(real_run, sets, 
         floats = torch.stack([dataset[i][0] for i in range(8)])
         expected = model.backbone.forward_head(model.backbone.forward_features(floats), pre_logits=True)
     assert torch.allclose(extractor(uint8), expected, atol=1e-5)
+
+
+def test_hybrid_arm_generates_for_the_worst_validation_cells(sets, derm_study, tmp_path):
+    from fairsynth.downstream.data import Sample
+    from fairsynth.downstream.config import HybridConfig
+    from tests.downstream.conftest import write_set
+
+    asked = []
+
+    def generate_cells(cells, per_cell, round_index):
+        asked.append((list(cells), per_cell, round_index))
+        plan = [(label, int({"I": 1, "II": 2, "III": 3, "IV": 4, "V": 5, "VI": 6}[group]), None) for label, group in cells for _ in range(per_cell)]
+        manifest = write_set(tmp_path / f"round-{round_index}", plan, seed=50 + round_index, prefix=f"h{round_index}-")
+        loaded = load_sets(derm_study["real"], manifest).synthetic
+        return [Sample(s.path, s.label, s.group, True, s.id) for s in loaded]
+
+    config = _config(derm_study, epochs=4, patience=4, hybrid=HybridConfig(every=2, rounds=2, worst_cells=3, images_per_cell=2, min_val_images=2))
+    run = train_run(sets, config, "hybrid", seed=0, generate_cells=generate_cells)
+    assert [a[1:] for a in asked] == [(2, 0), (2, 1)]
+    assert [r["after_epoch"] for r in run["hybrid_rounds"]] == [1, 3] and all(r["images"] == 6 for r in run["hybrid_rounds"])
+    # the chosen cells are the ones with the highest validation loss, worst first
+    losses = [c["val_loss"] for c in run["hybrid_rounds"][0]["cells"]]
+    assert losses == sorted(losses, reverse=True) and len(losses) == 3
+    assert run["train_images"]["synthetic"] == 32 + 12  # the static set (mix: all) plus 12 generated
+    assert run["history"][2]["synthetic_images"] == 32 + 6
+    with pytest.raises(ValueError, match="hybrid arm needs a generator"):
+        train_run(sets, config, "hybrid", seed=0)
+
+
+def test_cell_losses_are_the_mean_cross_entropy_per_class_and_group():
+    from fairsynth.downstream.fairness import Predictions
+    from fairsynth.downstream.train import cell_losses
+
+    p = Predictions(
+        labels=np.array([0, 0, 1, 1, 0]), probabilities=np.array([[0.9, 0.1], [0.5, 0.5], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]]),
+        groups=np.array(["I", "I", "VI", "VI", "unknown"]), classes=("a", "b"),
+    )
+    losses = cell_losses(p, min_images=2)
+    assert losses == pytest.approx({("a", "I"): -(np.log(0.9) + np.log(0.5)) / 2, ("b", "VI"): -(np.log(0.8) + np.log(0.4)) / 2})
+    assert cell_losses(p, min_images=3) == {}

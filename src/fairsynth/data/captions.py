@@ -5,7 +5,8 @@
 
 Fields available to a template: ``label``, ``diagnosis`` (the ``diagnosis`` attribute, else
 the label), ``fst``, ``fst_roman``, ``fst_group``, ``token`` (the placeholder token of the
-record's class x skin type, e.g. ``<melanoma-FST-VI>``), ``caption`` (the dataset's own), and
+record's class x skin type, e.g. ``<melanoma-FST-VI>``), ``class_token`` (the class's alone,
+``<melanoma>``: ``token_per: class``), ``caption`` (the dataset's own), and
 every attribute of the record.
 """
 
@@ -42,6 +43,7 @@ def caption_fields(record: Record) -> dict[str, Any]:
         fst_roman=to_roman(fst),
         fst_group=record.attributes.get("fst_group") or group_of(fst) or "unknown",
         token=placeholder_token(record.label, fst),
+        class_token=placeholder_token(record.label),
         caption=record.caption or "",
     )
     return values

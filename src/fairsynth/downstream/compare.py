@@ -21,7 +21,7 @@ from scipy import stats
 
 from fairsynth.downstream.config import DownstreamConfig
 from fairsynth.downstream.data import Sets, check_sets, load_sets
-from fairsynth.downstream.train import save_run, train_run
+from fairsynth.downstream.train import CellGenerator, save_run, train_run
 from fairsynth.io import atomic_write_text
 
 #: Headline numbers of the table: (key, label, higher is better).
@@ -138,12 +138,17 @@ def render_table(table: dict[str, Any], arms: list[str], seeds: list[int]) -> st
 
 def compare(
     config: DownstreamConfig, output: str | Path, log: Callable[[str], None] = print, sets: Sets | None = None,
-    write_table: bool = True,
+    write_table: bool = True, generator_for: Callable[[int], CellGenerator] | None = None,
 ) -> dict[str, Any]:
     """Run every arm × seed (reusing finished runs) and write ``compare.json`` and ``compare.md``.
 
     ``write_table=False`` trains and saves the runs only (``fairsynth downstream train``).
+    ``generator_for(seed)`` gives the hybrid arm its image generator
+    (:func:`fairsynth.downstream.hybrid.recipe_generator`).
     """
+    if "hybrid" in config.arms and generator_for is None:
+        raise ValueError("downstream.arms has hybrid, which generates images during training: run it from a recipe "
+                         "whose train.output holds a trained model (fairsynth downstream compare --config ...)")
     output = Path(output)
     synthetic = config.synthetic if any(arm != "real" for arm in config.arms) else None
     if sets is None:
@@ -161,7 +166,8 @@ def compare(
                 log(f"{arm} seed {seed}: reusing {folder}")
             else:
                 log(f"{arm} seed {seed}: training")
-                record = train_run(sets, config, arm, seed)
+                generate = generator_for(seed) if arm == "hybrid" and generator_for is not None else None
+                record = train_run(sets, config, arm, seed, generate_cells=generate)
                 save_run(record, folder)
                 record = json.loads(done.read_text())
                 log(f"{arm} seed {seed}: {record['seconds']:.0f} s, selected epoch {record['selected_epoch']}")

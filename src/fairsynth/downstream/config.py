@@ -26,8 +26,8 @@ from fairsynth.config import ConfigError, knob
 NAMED_SHARES: dict[str, dict[str, float]] = {
     "fairskin": {"I": 0.2, "II": 0.2, "III": 0.3, "IV": 0.5, "V": 0.7, "VI": 0.8},
 }
-ARMS = ("real", "mixed", "synthetic")
-Arm = Literal["real", "mixed", "synthetic"]
+ARMS = ("real", "mixed", "synthetic", "hybrid")
+Arm = Literal["real", "mixed", "synthetic", "hybrid"]
 
 
 @dataclass
@@ -69,13 +69,38 @@ class MixConfig:
 
 
 @dataclass
+class HybridConfig:
+    """The `hybrid` arm: generate more where the classifier struggles, during its training.
+
+    Every ``every`` epochs the classifier's validation loss is measured per class × group cell;
+    the ``worst_cells`` highest get ``images_per_cell`` new images each from the trained
+    generator (cached per seed and round, so a rerun reuses them), which join the mixed
+    training set. The arm starts from the `mixed` arm's static synthetic set.
+    """
+
+    every: int = knob(5, "Epochs between rounds.")
+    rounds: int = knob(3, "Most generation rounds.")
+    worst_cells: int = knob(4, "Cells (class x group) that get new images per round.")
+    images_per_cell: int = knob(16, "Images generated per chosen cell and round (the round's budget / worst_cells).")
+    min_val_images: int = knob(2, "Fewest validation images of a cell for its loss to count.")
+
+    def __post_init__(self) -> None:
+        for name in ("every", "rounds", "worst_cells", "images_per_cell", "min_val_images"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"downstream.hybrid.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
 class DownstreamConfig:
     """The downstream classifier: data, backbone, training protocol and evaluation."""
 
     real: str = knob("", "Manifest of the prepared real data with a `split` column (train/val/test); default: prepare's.")
     synthetic: str = knob("", "Manifest of the synthetic set (generate's metadata.jsonl); default: generate's.")
     output: str = knob("", "Output folder; default <workdir>/downstream.")
-    arms: list[str] = knob(["real", "mixed", "synthetic"], "Arms `compare` runs: real, mixed (real + synthetic), synthetic.")
+    arms: list[str] = knob(
+        ["real", "mixed", "synthetic"], "Arms `compare` runs: real, mixed (real + the static synthetic set), synthetic, "
+        "and hybrid (mixed, plus images generated during training for the worst cells; off unless listed).",
+    )
     seeds: list[int] = knob([0, 1, 2], "Seeds; every arm runs each (at least 3 for a comparison).")
     group_by: str = knob("fst", "Sensitive attribute: a manifest column (fst is read as Roman types I-VI).")
     high_risk: list[str] = knob(
@@ -110,6 +135,7 @@ class DownstreamConfig:
     bootstrap_resamples: int = knob(1000, "Bootstrap resamples of the 95 % confidence intervals.")
     min_positives: int = knob(2, "Fewest positives (and negatives) of a class in a group for its AUROC to count.")
     mix: MixConfig = knob(default_factory=MixConfig, help="How the mixed arm combines real and synthetic images.")
+    hybrid: HybridConfig = knob(default_factory=HybridConfig, help="The hybrid arm's generation rounds.")
 
     def __post_init__(self) -> None:
         unknown = [arm for arm in self.arms if arm not in ARMS]

@@ -29,7 +29,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -76,12 +76,12 @@ def phases_of(arm: str, config: DownstreamConfig) -> list[Phase]:
         return [Phase("real", True, config.epochs, config.learning_rate)]
     if arm == "synthetic":
         return [Phase("synthetic", False, config.epochs, config.learning_rate)]
-    phases = []
+    phases = []  # mixed and hybrid
     rate = config.learning_rate
     if config.synthetic_pretrain_epochs:
         phases.append(Phase("synthetic-pretrain", False, config.synthetic_pretrain_epochs, rate))
         rate *= config.lr_drop
-    phases.append(Phase("mixed", True, config.epochs, rate))
+    phases.append(Phase(arm, True, config.epochs, rate))
     return phases
 
 
@@ -113,6 +113,22 @@ def validation_score(predictions: fairness.Predictions, select_on: str, min_posi
     return float(fairness.balanced_accuracy(predictions)), "balanced_accuracy"
 
 
+#: Makes synthetic training images for the hybrid arm: (cells as (label, group), images per
+#: cell, round index) -> new samples. See :func:`fairsynth.downstream.hybrid.recipe_generator`.
+CellGenerator = Callable[[list[tuple[str, str]], int, int], list[Sample]]
+
+
+def cell_losses(predictions: fairness.Predictions, min_images: int) -> dict[tuple[str, str], float]:
+    """Mean cross-entropy of each (class, group) cell with at least ``min_images`` images."""
+    rows = np.arange(len(predictions.labels))
+    nll = -np.log(np.clip(predictions.probabilities[rows, predictions.labels], 1e-12, None))  # (N,)
+    cells: dict[tuple[str, str], list[float]] = {}
+    for label, group, loss in zip(predictions.labels, predictions.groups, nll):
+        if group != fairness.UNKNOWN:
+            cells.setdefault((predictions.classes[label], str(group)), []).append(float(loss))
+    return {cell: float(np.mean(v)) for cell, v in cells.items() if len(v) >= min_images}
+
+
 def _batches(dataset: ImageSet, sampler: MixedBatchSampler, active: Sequence[int]):
     for positions in sampler:
         indices = [active[p] for p in positions]
@@ -123,13 +139,22 @@ def _batches(dataset: ImageSet, sampler: MixedBatchSampler, active: Sequence[int
         yield images, targets, synthetic
 
 
-def train_run(sets: Sets, config: DownstreamConfig, arm: str, seed: int, progress: Any = None) -> dict[str, Any]:
-    """Train and evaluate one classifier; returns its record (history, metrics, weights, predictions)."""
+def train_run(
+    sets: Sets, config: DownstreamConfig, arm: str, seed: int, progress: Any = None,
+    generate_cells: CellGenerator | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate one classifier; returns its record (history, metrics, weights, predictions).
+
+    The hybrid arm needs ``generate_cells``: every ``hybrid.every`` epochs it is asked for
+    images of the cells with the highest validation loss, which join the training set.
+    """
+    if arm == "hybrid" and generate_cells is None:
+        raise ValueError("the hybrid arm needs a generator of new images (a recipe with a trained model)")
     torch.manual_seed(seed)
     started = time.perf_counter()
     chosen: list[Sample] = []
     account: dict[str, Any] = {}
-    if arm == "mixed":
+    if arm in ("mixed", "hybrid"):
         chosen, account = mix_training_set(sets.train, sets.synthetic, config.mix.shares(), seed)
     elif arm == "synthetic":
         chosen = list(sets.synthetic)
@@ -137,10 +162,11 @@ def train_run(sets: Sets, config: DownstreamConfig, arm: str, seed: int, progres
     pool = ImageSet(real + chosen, sets.classes, config.image_size, augment=config.augment)
     val = ImageSet(sets.val, sets.classes, config.image_size)
     test = ImageSet(sets.test, sets.classes, config.image_size)
-    adversarial = config.domain_adversarial > 0 and arm == "mixed"
+    adversarial = config.domain_adversarial > 0 and arm in ("mixed", "hybrid")
     model = build_classifier(config.backbone, len(sets.classes), config.pretrained, adversarial=adversarial)
 
     history: list[dict[str, Any]] = []
+    rounds: list[dict[str, Any]] = []
     best = {"score": -math.inf, "state": copy.deepcopy(model.state_dict()), "epoch": -1, "phase": None}
     for phase in phases_of(arm, config):
         optimizer = torch.optim.AdamW(model.parameters(), lr=phase.learning_rate, weight_decay=config.weight_decay)
@@ -148,7 +174,7 @@ def train_run(sets: Sets, config: DownstreamConfig, arm: str, seed: int, progres
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, phase.epochs * steps_per_epoch))
         stale = 0
         for epoch in range(phase.epochs):
-            curriculum = config.mix.curriculum_epochs if arm == "mixed" and phase.real else 0
+            curriculum = config.mix.curriculum_epochs if arm in ("mixed", "hybrid") and phase.real else 0
             synthetic_now = curriculum_prefix(chosen, epoch, curriculum)
             n_real = len(real) if phase.real else 0
             offset = {id(s): len(real) + i for i, s in enumerate(chosen)}
@@ -173,7 +199,19 @@ def train_run(sets: Sets, config: DownstreamConfig, arm: str, seed: int, progres
                 optimizer.step()
                 schedule.step()
                 losses.append(loss.item())
-            score, score_name = validation_score(predict(model, val, sets.classes), config.select_on, config.min_positives)
+            val_predictions = predict(model, val, sets.classes)
+            score, score_name = validation_score(val_predictions, config.select_on, config.min_positives)
+            if arm == "hybrid" and phase.real and (epoch + 1) % config.hybrid.every == 0 and len(rounds) < config.hybrid.rounds:
+                losses_by_cell = cell_losses(val_predictions, config.hybrid.min_val_images)
+                worst = sorted(losses_by_cell, key=lambda c: (-losses_by_cell[c], c))[: config.hybrid.worst_cells]
+                new = generate_cells(worst, config.hybrid.images_per_cell, len(rounds)) if worst else []
+                pool.samples.extend(new)
+                chosen.extend(new)
+                rounds.append({
+                    "round": len(rounds), "after_epoch": len(history),
+                    "cells": [{"label": c[0], "group": c[1], "val_loss": round(losses_by_cell[c], 4)} for c in worst],
+                    "images": len(new),
+                })
             history.append({
                 "phase": phase.name, "epoch": epoch, "loss": float(np.mean(losses)), "val_score": score,
                 "val_metric": score_name, "real_images": n_real, "synthetic_images": len(synthetic_now),
@@ -193,7 +231,7 @@ def train_run(sets: Sets, config: DownstreamConfig, arm: str, seed: int, progres
     return {
         "arm": arm, "seed": seed, "history": history, "backbone": config.backbone, "classes": list(sets.classes),
         "image_size": config.image_size, "adversarial": adversarial, "selected_epoch": best["epoch"], "selected_phase": best["phase"],
-        "val_score": best["score"], "metrics": metrics, "mix": account,
+        "val_score": best["score"], "metrics": metrics, "mix": account, "hybrid_rounds": rounds,
         "train_images": {"real": len(real), "synthetic": len(chosen)},
         "seconds": round(time.perf_counter() - started, 2),
         "state": {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()},

@@ -28,6 +28,8 @@ is judged against that, never against 100 %.
 
 from __future__ import annotations
 
+import json
+
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -245,3 +247,17 @@ def load_judge(path: str | Path) -> LesionJudge:
     judge = LesionJudge()
     judge.load_state_dict(load_file(str(path)))
     return judge.eval()
+
+
+#: The judge the build script trains (stage 0, ``JudgeConfig()`` with seed 0) and ships, with its report.
+SHIPPED_JUDGE = Path(__file__).resolve().parents[1] / "assets" / "judge" / "lesion-judge.safetensors"
+
+
+def shipped_judge() -> tuple[LesionJudge, dict[str, Any]]:
+    """The shipped judge and its training report; trained anew from ``JudgeConfig()`` (seeded,
+    about 35 s) when the file is absent, which gives the same judge on the same machine."""
+    report_path = SHIPPED_JUDGE.with_suffix(".json")
+    if SHIPPED_JUDGE.is_file() and report_path.is_file():
+        return load_judge(SHIPPED_JUDGE), json.loads(report_path.read_text())
+    return train_judge(JudgeConfig())
+
