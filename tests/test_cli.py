@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -48,10 +50,33 @@ def test_bad_override_is_one_clear_error(tmp_path):
 
 
 def test_demo_on_a_small_world(tmp_path):
-    result = runner.invoke(app, ["demo", "--workdir", str(tmp_path / "demo"), "world.n=48", "world.size=64"])
+    result = runner.invoke(app, ["demo", "--until", "prepare", "--workdir", str(tmp_path / "demo"), "world.n=48", "world.size=64"])
     assert result.exit_code == 0, result.output
     counts = pd.read_csv(tmp_path / "demo" / "prepared" / "counts.csv", index_col=0)
     assert counts.loc["total", "total"] == 48
     assert "class x Fitzpatrick skin type" in result.output
     assert "ITA skin-type estimate vs labelled skin type" in result.output
     assert (tmp_path / "demo" / "prepared" / "config.yaml").exists()
+
+
+def test_demo_runs_every_stage_on_a_tiny_base(tmp_path, tiny_base):
+    """The whole study with seconds-long settings on the random tiny base: every stage leaves its outputs."""
+    work = tmp_path / "demo"
+    tiny = [
+        "world.n=96", "world.size=64", "prepare.resolution=[32]", f"train.base.source={tiny_base}",
+        "train.steps=4", "train.options.ti_steps=2", "train.options.lora_steps=2", "train.batch_size=4",
+        "generate.plan.total=24", "generate.plan.max_attempts=1.5", "generate.steps=2", "generate.batch_size=12",
+        "downstream.epochs=1", "downstream.seeds=[0,1]", "downstream.bootstrap_resamples=20", "downstream.image_size=32",
+        "filter.checks=[resolution]", "filter.options={}",  # random weights: most images would fail the other checks
+    ]
+    result = runner.invoke(app, ["demo", "--workdir", str(work), *tiny])
+    assert result.exit_code == 0, result.output
+    for name in ("train/model/training_info.json", "train/grid-base.png", "train/grid-fine-tuned.png",
+                 "train/conditioning.json", "generated/metadata.jsonl", "generated/report.json",
+                 "downstream/real/seed-0/model.safetensors", "downstream/compare.md"):
+        assert (work / name).is_file(), name
+    scores = json.loads((work / "train" / "conditioning.json").read_text())
+    assert set(scores) == {"base", "fine-tuned"} and scores["base"]["n"] == 48
+    assert "| AUROC V-VI ↑ |" in result.output and "mixed − real" in result.output
+    assert "total" in result.output.splitlines()[-1]
+

@@ -500,6 +500,9 @@ def _run_downstream(recipe, arms: Optional[str], seeds: Optional[str], table: bo
     from fairsynth.downstream.data import DownstreamDataError
     from fairsynth.downstream.model import BackboneError
 
+    import copy
+
+    recipe = copy.deepcopy(recipe)  # --arms / --seeds change this run only, not the caller's recipe
     cfg = recipe.downstream
     if arms:
         cfg.arms = [a.strip() for a in arms.split(",") if a.strip()]
@@ -628,7 +631,14 @@ def demo(
         stage(f"5. downstream: {', '.join(recipe.downstream.arms)} x seeds {recipe.downstream.seeds}")
         from fairsynth.downstream.compare import render_table
 
-        compared = _run_downstream(recipe, None, None)
+        delivered = Path(recipe.downstream.synthetic)
+        lines = delivered.read_text().splitlines() if delivered.is_file() else []
+        arms = None
+        if not any(line.strip() for line in lines):
+            errors.print(f"warning: no synthetic image passed the filters ({delivered}): comparing the real arm only",
+                         markup=False)
+            arms = "real"
+        compared = _run_downstream(recipe, arms, None)
         console.print(render_table(compared["table"], compared["arms"], compared["seeds"]), markup=False)
     names = list(timings)
     ends = [timings[n] for n in names[1:]] + [time.perf_counter()]
