@@ -101,3 +101,13 @@ def test_mutable_defaults_are_not_shared():
     a, b = DataConfig(), DataConfig()
     a.columns["image"] = "x"
     assert b.columns == {}
+
+
+def test_exponent_numbers_without_a_dot_are_numbers():
+    """YAML 1.1 reads `1e-4` as a string; a float field takes it as the number it means."""
+    from fairsynth.recipe import load_recipe
+
+    assert load_recipe(None, ["train.learning_rate=3e-3"]).train.learning_rate == 0.003
+    assert load_recipe(None, ["train.learning_rate=1E+2"]).train.learning_rate == 100.0
+    with pytest.raises(ConfigError, match="train.learning_rate: expected a number, got '3e-3x'"):
+        load_recipe(None, ["train.learning_rate=3e-3x"])

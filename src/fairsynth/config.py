@@ -14,6 +14,7 @@ result can be reproduced.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +24,10 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 
 from fairsynth.io import atomic_write_text
+
+
+#: Numbers in exponent notation without a dot (1e-4, 5E+3), which YAML 1.1 leaves as strings.
+_EXPONENT_NUMBER = re.compile(r"[-+]?\d+[eE][-+]?\d+")
 
 
 class ConfigError(ValueError):
@@ -208,6 +213,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string; everyone writes it
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)

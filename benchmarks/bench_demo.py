@@ -1,0 +1,55 @@
+#!/usr/bin/env python
+"""Time `fairsynth demo` stage by stage on this machine, against the 10-minute target.
+
+    python benchmarks/bench_demo.py                      # the shipped demo, fresh work folder
+    python benchmarks/bench_demo.py --threads 2 -- train.steps=600
+
+Runs the real command in a subprocess on a fresh ``--workdir`` (so nothing is reused),
+reads the per-stage seconds the demo prints last, and prints them with the total and its
+ratio to the target. Needs the shipped embedded base (scripts/build_embedded_base.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+TARGET_SECONDS = 600.0
+STAGES = {"1": "world, validate, prepare", "2": "fine-tune + class x skin-type grid", "3": "real-data classifier",
+          "4": "generate + filter", "5": "downstream comparison"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch/OpenMP threads of the demo.")
+    parser.add_argument("overrides", nargs="*", help="Dotted overrides passed to the demo.")
+    args = parser.parse_args(argv)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TQDM_DISABLE": "1"}
+    with tempfile.TemporaryDirectory() as work:
+        started = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "fairsynth.cli", "demo", "--workdir", f"{work}/demo", *args.overrides],
+            env=env, capture_output=True, text=True,
+        )
+        wall = time.perf_counter() - started
+    if done.returncode != 0:
+        print(done.stdout[-3000:], done.stderr[-3000:], sep="\n")
+        print(f"demo failed with exit code {done.returncode}")
+        return done.returncode
+    line = [l for l in done.stdout.splitlines() if "total" in l and "s;" in l][-1]
+    stages = dict(re.findall(r"(\d): (\d+) s", line))
+    print(f"fairsynth demo on {os.cpu_count()} CPU cores, {args.threads} threads, overrides {args.overrides or 'none'}")
+    for key, name in STAGES.items():
+        if key in stages:
+            print(f"  {key}. {name:38s} {float(stages[key]):7.0f} s")
+    print(f"  total (wall, process start to exit)         {wall:7.0f} s  = {wall / TARGET_SECONDS:.2f} x the 10-minute target")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
