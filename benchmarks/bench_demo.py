@@ -2,7 +2,7 @@
 """Time `fairsynth demo` stage by stage on this machine, against the 10-minute target.
 
     python benchmarks/bench_demo.py                      # the shipped demo, fresh work folder
-    python benchmarks/bench_demo.py --threads 2 -- train.steps=600
+    python benchmarks/bench_demo.py --threads 2 --keep runs/bench-demo -- train.steps=600
 
 Runs the real command in a subprocess on a fresh ``--workdir`` (so nothing is reused),
 reads the per-stage seconds the demo prints last, and prints them with the total and its
@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 TARGET_SECONDS = 600.0
 STAGES = {"1": "world, validate, prepare", "2": "fine-tune + class x skin-type grid", "3": "real-data classifier",
@@ -27,10 +28,12 @@ STAGES = {"1": "world, validate, prepare", "2": "fine-tune + class x skin-type g
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch/OpenMP threads of the demo.")
+    parser.add_argument("--keep", type=Path, default=None, help="Run in this folder and keep the outputs (default: a temporary one).")
     parser.add_argument("overrides", nargs="*", help="Dotted overrides passed to the demo.")
     args = parser.parse_args(argv)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TQDM_DISABLE": "1"}
-    with tempfile.TemporaryDirectory() as work:
+    with tempfile.TemporaryDirectory() as temporary:
+        work = str(args.keep) if args.keep else temporary
         started = time.perf_counter()
         done = subprocess.run(
             [sys.executable, "-m", "fairsynth.cli", "demo", "--workdir", f"{work}/demo", *args.overrides],
