@@ -115,7 +115,9 @@ def test_paired_delta_says_within_noise_only_when_the_interval_holds_zero():
 
 def test_compare_writes_the_table_and_reuses_finished_runs(derm_study, tmp_path, monkeypatch):
     config = _config(derm_study, epochs=1, seeds=[0, 1], arms=["real", "mixed"])
-    result = compare(config, tmp_path / "cmp", log=lambda m: None)
+    messages = []
+    result = compare(config, tmp_path / "cmp", log=messages.append)
+    assert any("warning: 2 seed(s): a comparison needs at least 3" in m for m in messages)
     table = (tmp_path / "cmp" / "compare.md").read_text()
     assert "| AUROC V-VI ↑ |" in table and "mixed − real" in table
     assert set(result["runs"]) == {"real", "mixed"} and set(result["runs"]["real"]) == {0, 1}

@@ -155,6 +155,8 @@ def compare(
         sets = load_sets(config.real, synthetic, config.group_by)
         for warning in check_sets(sets, config.real, synthetic):
             log(f"warning: {warning}")
+    if write_table and len(config.seeds) < 3:
+        log(f"warning: {len(config.seeds)} seed(s): a comparison needs at least 3 for its intervals over seeds to mean much")
     runs: dict[str, dict[int, dict[str, float | None]]] = {arm: {} for arm in config.arms}
     records: dict[str, dict[int, Any]] = {arm: {} for arm in config.arms}
     for arm in config.arms:
