@@ -12,7 +12,8 @@ from fairsynth.downstream import compare as compare_module
 from fairsynth.downstream.compare import compare, paired_delta, render_table, summarise
 from fairsynth.downstream.config import DownstreamConfig, MixConfig
 from fairsynth.downstream.data import load_sets
-from fairsynth.downstream.train import fst_grouping, phases_of, save_run, train_run
+from fairsynth.downstream.fairness import ddi_group
+from fairsynth.downstream.train import phases_of, save_run, train_run
 
 TINY = dict(backbone="test_resnet", image_size=32, epochs=6, batch_size=16, learning_rate=3e-3, patience=6,
             bootstrap_resamples=50, high_risk=["melanoma", "basal cell carcinoma"], min_positives=1)
@@ -96,7 +97,7 @@ def test_saved_run_holds_weights_predictions_and_metrics(real_run, tmp_path):
 
 
 def test_fst_grouping_is_ddis():
-    assert [fst_grouping(g) for g in ("I", "II", "III", "IV", "V", "VI", "unknown")] == [
+    assert [ddi_group(g) for g in ("I", "II", "III", "IV", "V", "VI", "unknown")] == [
         "I-II", "I-II", "III-IV", "III-IV", "V-VI", "V-VI", None
     ]
 

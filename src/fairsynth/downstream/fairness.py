@@ -167,7 +167,7 @@ class Interval:
 
 def ddi_group(fst: str) -> str | None:
     """DDI's group ("I-II", "III-IV", "V-VI") of a skin type written "I".."VI"; None if unknown."""
-    return fst_group_of(parse_fst(fst))
+    return None if fst == UNKNOWN else fst_group_of(parse_fst(fst))
 
 
 def regroup(p: Predictions, group_of: Callable[[str], str | None]) -> Predictions:

@@ -13,19 +13,16 @@ import copy
 from pathlib import Path
 from typing import Callable
 
-from fairsynth.data.fst import ROMAN
+from fairsynth.data.fst import parse_fst
 from fairsynth.data.records import read_manifest
 from fairsynth.downstream.data import Sample, group_value
 from fairsynth.downstream.train import CellGenerator
 from fairsynth.generation.config import PlanConfig
 from fairsynth.io import resolve_inside
 
-_FROM_ROMAN = {roman: number for number, roman in ROMAN.items()}
-
-
 def cell_id(label: str, group: str, group_by: str) -> str:
     """The generation plan's id of a (class, group) cell: ``melanoma/fst=6``."""
-    value = _FROM_ROMAN.get(group, group) if group_by == "fst" else group
+    value = parse_fst(group) if group_by == "fst" else group
     return f"{label}/{group_by}={value}"
 
 

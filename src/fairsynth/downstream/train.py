@@ -37,7 +37,6 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save
 
-from fairsynth.data.fst import GROUPS, ROMAN
 from fairsynth.downstream import fairness
 from fairsynth.downstream.config import DownstreamConfig
 from fairsynth.downstream.data import (
@@ -50,15 +49,6 @@ from fairsynth.downstream.data import (
 )
 from fairsynth.downstream.model import Classifier, build_classifier
 from fairsynth.io import atomic_open, atomic_write_bytes, atomic_write_text
-
-_FROM_ROMAN = {roman: number for number, roman in ROMAN.items()}
-
-
-def fst_grouping(group: str) -> str | None:
-    """Roman Fitzpatrick type -> DDI's grouping (I-II, III-IV, V-VI); other values pass through."""
-    number = _FROM_ROMAN.get(group)
-    return GROUPS[number] if number is not None else None
-
 
 @dataclass
 class Phase:
@@ -247,7 +237,7 @@ def evaluate_predictions(predictions: fairness.Predictions, config: DownstreamCo
     )
     metrics = {"per_type": fairness.report(predictions, **common)}
     if config.group_by == "fst":
-        metrics["per_ddi_group"] = fairness.report(predictions, group_of=fst_grouping, **common)
+        metrics["per_ddi_group"] = fairness.report(predictions, group_of=fairness.ddi_group, **common)
     return metrics
 
 

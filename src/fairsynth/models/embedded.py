@@ -80,41 +80,33 @@ def embedded_sd_configs() -> dict[str, dict[str, Any]]:
     text_encoder.update(
         hidden_size=32, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, projection_dim=32
     )
+    # Only what differs from SD 1.5 is written here; every other key is SD 1.5's own.
+    unet = copy.deepcopy(sd15["unet"])
+    unet.update(
+        sample_size=EMBEDDED_RESOLUTION // 4,
+        # SD 1.5's order: attention in every level but the lowest, whose resolution is
+        # covered by the cross-attention mid block.
+        down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+        up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+        block_out_channels=[48, 48, 64],
+        layers_per_block=1,
+        cross_attention_dim=text_encoder["hidden_size"],
+        attention_head_dim=4,  # diffusers' name for SD 1.x's head count
+        norm_num_groups=16,
+    )
+    vae = copy.deepcopy(sd15["vae"])
+    vae.update(
+        sample_size=EMBEDDED_RESOLUTION,
+        down_block_types=["DownEncoderBlock2D"] * 3,
+        up_block_types=["UpDecoderBlock2D"] * 3,
+        block_out_channels=[32, 32, 32],
+        layers_per_block=1,
+        norm_num_groups=8,
+        scaling_factor=1.0,
+    )
     return {
-        "unet": {
-            "sample_size": EMBEDDED_RESOLUTION // 4,
-            "in_channels": 4,
-            "out_channels": 4,
-            # SD 1.5's order: attention in every level but the lowest, whose resolution is
-            # covered by the cross-attention mid block.
-            "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-            "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-            "block_out_channels": [48, 48, 64],
-            "layers_per_block": 1,
-            "cross_attention_dim": text_encoder["hidden_size"],
-            "attention_head_dim": 4,  # diffusers' name for SD 1.x's head count
-            "norm_num_groups": 16,
-            "norm_eps": 1e-5,
-            "act_fn": "silu",
-            "flip_sin_to_cos": True,
-            "freq_shift": 0,
-            "downsample_padding": 1,
-            "mid_block_scale_factor": 1,
-            "center_input_sample": False,
-        },
-        "vae": {
-            "sample_size": EMBEDDED_RESOLUTION,
-            "in_channels": 3,
-            "out_channels": 3,
-            "down_block_types": ["DownEncoderBlock2D"] * 3,
-            "up_block_types": ["UpDecoderBlock2D"] * 3,
-            "block_out_channels": [32, 32, 32],
-            "layers_per_block": 1,
-            "latent_channels": 4,
-            "norm_num_groups": 8,
-            "act_fn": "silu",
-            "scaling_factor": 1.0,
-        },
+        "unet": unet,
+        "vae": vae,
         "text_encoder": text_encoder,
         "tokenizer": {"max_length": 77, "pad_token": "<|endoftext|>"},
         "scheduler": copy.deepcopy(sd15["scheduler"]),

@@ -453,13 +453,23 @@ def train(recipe: "Recipe", *, resume: str | Path | None = None, progress: bool 
             )
         accelerator.wait_for_everyone()
 
+    @contextlib.contextmanager
+    def evaluating():
+        """Eval mode, the EMA weights swapped in and autocast; training modules restored after."""
+        trained = [m for m in components.modules().values() if m.training]
+        for module in trained:
+            module.eval()
+        swap = ema.swapped_in(named) if ema else contextlib.nullcontext()
+        try:
+            with swap, accelerator.autocast():
+                yield
+        finally:
+            for module in trained:
+                module.train()
+
     def validate(at_step: int) -> None:
         if is_main:
-            trained = [m for m in components.modules().values() if m.training]
-            for module in trained:
-                module.eval()
-            swap = ema.swapped_in(named) if ema else contextlib.nullcontext()
-            with swap, accelerator.autocast():
+            with evaluating():
                 logs = {}
                 if cfg.validation.loss and val_examples:
                     logs["val/loss"] = val_losses[at_step] = validation_loss(
@@ -469,8 +479,6 @@ def train(recipe: "Recipe", *, resume: str | Path | None = None, progress: bool 
                 _, skin_types, cells = grid_cells(all_records, cfg.validation)
                 grid = sample_grid(components, method, cells, len(skin_types), cfg.size, cfg.validation, device)
                 save_grid(grid, cells, output / "validation", at_step, cfg.validation)
-            for module in trained:
-                module.train()
             if logs and cfg.report_to != "none":
                 accelerator.log(logs, step=at_step)
         accelerator.wait_for_everyone()
@@ -480,14 +488,8 @@ def train(recipe: "Recipe", *, resume: str | Path | None = None, progress: bool 
         assert fid is not None
         stop = False
         if is_main:
-            trained = [m for m in components.modules().values() if m.training]
-            for module in trained:
-                module.eval()
-            swap = ema.swapped_in(named) if ema else contextlib.nullcontext()
-            with swap, accelerator.autocast():
+            with evaluating():
                 value = fid.measure(at_step, components, method, device)
-            for module in trained:
-                module.train()
             if cfg.report_to != "none":
                 accelerator.log({"fid": value}, step=at_step)
             logger.info("step %d: FID (%s) %.4f, best %.4f at step %s", at_step, fid.extractor.name, value,
