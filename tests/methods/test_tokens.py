@@ -179,6 +179,59 @@ def test_an_initializer_of_several_tokens_is_an_error():
         method.check(components, [Record("r", "r.png", "x", "a <x>", {})])
 
 
+def test_start_phrases_per_class_and_skin_type_set_the_new_rows_from_the_phrase_embeddings():
+    """A token of exactly num_vectors phrase tokens *is* the phrase at the input; others are group means."""
+    components, _ = tiny("sd")
+    tokenizer = components.tokenizers[0]
+    melanoma, psoriasis, dark = "a dark irregular blob", "a red patch", "on a brown background"
+    size = len(tokenizer.encode(f"{melanoma} {dark}", add_special_tokens=False))
+    method = TI(TI.Config(num_vectors=size, initializers={"melanoma": melanoma, "psoriasis": psoriasis},
+                          fst_initializers={"VI": dark}))
+    (before,) = embedding_matrices(components)
+    method.check(components, derm_records(4, fsts=(1, 6)))
+    method.prepare(components)
+    (after,) = embedding_matrices(components)
+
+    def rows(token):
+        return after[tokenizer.convert_tokens_to_ids(method.tokens.expand(token).split())]
+
+    def phrase(text):
+        return before[tokenizer.encode(text, add_special_tokens=False)]
+
+    assert method.tokens.phrases["<melanoma-FST-VI>"] == f"{melanoma} {dark}"
+    assert torch.equal(rows("<melanoma-FST-VI>"), phrase(f"{melanoma} {dark}"))
+    # Skin type I has no start phrase: the class's phrase alone, repeated to fill num_vectors.
+    short = phrase(psoriasis)
+    assert torch.equal(rows("<psoriasis-FST-I>"), short[torch.arange(size) % len(short)])
+
+
+def test_a_long_start_phrase_is_averaged_in_order_over_the_vectors():
+    components, _ = tiny("sd")
+    tokenizer = components.tokenizers[0]
+    text = "a small smooth brown round blob"
+    method = TI(TI.Config(placeholder_tokens=["<x>"], num_vectors=2, initializers={"<x>": text}))
+    (before,) = embedding_matrices(components)
+    method.check(components, [Record("r", "r.png", "x", "a <x>", {})])
+    method.prepare(components)
+    (after,) = embedding_matrices(components)
+    phrase = before[tokenizer.encode(text, add_special_tokens=False)]
+    first, second = torch.tensor_split(phrase, 2)
+    new = after[tokenizer.convert_tokens_to_ids(["<x>", "<x>_1"])]
+    torch.testing.assert_close(new, torch.stack([first.mean(0), second.mean(0)]))
+
+
+def test_start_phrases_that_fit_no_class_are_an_error_and_those_of_absent_classes_a_warning(caplog):
+    components, _ = tiny("sd")
+    method = TI(TI.Config(initializers={"melanomma": "a dark blob"}))
+    with pytest.raises(MethodError, match="'melanomma'.*melanoma, psoriasis"):
+        method.check(components, derm_records(4))
+    method = TI(TI.Config(initializers={"melanoma": "a dark blob", "psoriasis": "a red patch", "nevus": "a round blob"}))
+    with caplog.at_level("WARNING"):
+        method.check(components, derm_records(4))
+    assert "'nevus'" in caplog.text and "not used" in caplog.text
+    assert set(method.tokens.phrases) == {"<melanoma-FST-I>", "<melanoma-FST-VI>", "<psoriasis-FST-I>", "<psoriasis-FST-VI>"}
+
+
 def test_captions_that_name_no_token_are_an_error_when_not_prepending():
     components, _ = tiny("sd")
     method = TI(TI.Config(caption_token="none"))
@@ -194,6 +247,8 @@ def test_captions_that_name_no_token_are_an_error_when_not_prepending():
         {"placeholder_tokens": ["<a>", "<A>"]},
         {"placeholder_tokens": ["two words"]},
         {"initializer_token": " "},
+        {"fst_initializers": {"VII": "on a black background"}},
+        {"initializers": {"melanoma": " "}},
     ],
 )
 def test_bad_ti_options_are_config_errors(options):

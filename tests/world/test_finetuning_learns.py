@@ -3,14 +3,14 @@
 The full proof (four classes x six skin types, every method, minutes per method) is
 ``scripts/prove_finetuning.py`` and the demo's own before/after grid; their numbers are in
 the README. Here: two lesion classes (melanoma, psoriasis) on the two ends of the skin-type
-scale (I, VI), the demo's method (pivotal tuning: a token per class x skin type, then a
-LoRA), 300 steps on one core. The base has never seen a lesion or a skin word: before
-fine-tuning it draws one skin tone whatever the prompt asks; after, ITA must read the asked
-type. Measured on three snapshots of the base while it was built (UNet steps 1,525 and 3,781;
-300 and 600 fine-tuning steps): skin type within one type 1.00 every time, the base 0.50.
+scale (I, VI), the demo's method (pivotal tuning: a token per class x skin type that starts
+from a description in the base's own words, then a LoRA), 300 steps on one core. The base
+has never seen a lesion or a skin word: before fine-tuning it draws one skin tone and one
+kind of lesion whatever the prompt asks.
 
-The lesion class is measured and printed but not asserted: in this task it stayed near
-chance (44-50 % with two classes) — the model draws a dark, irregular lesion for both words.
+Measured (32 images, seeds fixed): the base 50 % class (chance 50 %), 25 % skin type within
+one; fine-tuned 72 % class, 100 % skin type. Earlier, with every token starting from the one
+word "blob", the class stayed at 44-50 % (the model drew a dark irregular lesion for both).
 """
 
 from __future__ import annotations
@@ -67,13 +67,24 @@ def _score(recipe, adapters):
 def test_base_draws_one_skin_tone_whatever_the_prompt(study):
     recipe, _ = study
     score = _score(recipe, [])
-    assert score.fst_within_one <= 0.65, score.line()  # measured 0.50: one tone for both requests
+    assert score.fst_within_one <= 0.65, score.line()  # measured 0.25-0.50: one tone for both requests
+    assert score.class_accuracy <= 0.65, score.line()  # measured 0.50: one kind of lesion for both words
 
 
-def test_fine_tuned_model_draws_the_requested_skin_type(study):
+@pytest.fixture(scope="module")
+def fine_tuned(study):
     from fairsynth.generation.config import AdapterSpec
 
     recipe, trained = study
-    score = _score(recipe, [AdapterSpec(path=str(trained.model_dir))])
+    return _score(recipe, [AdapterSpec(path=str(trained.model_dir))])
+
+
+def test_fine_tuned_model_draws_the_requested_skin_type(fine_tuned):
+    score = fine_tuned
     assert score.fst_within_one >= 0.9, score.line()
     assert min(score.per_fst.values()) >= 0.8, score.line()  # type VI as well as type I
+
+
+def test_fine_tuned_model_draws_the_requested_lesion_class(fine_tuned):
+    score = fine_tuned
+    assert score.class_accuracy >= 0.6, score.line()  # measured 0.72 (chance 0.50)

@@ -11,6 +11,7 @@ the dataset, one per class x skin type (:func:`fairsynth.data.captions.placehold
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -19,6 +20,7 @@ import torch
 
 from fairsynth.config import ConfigError, knob, save_resolved
 from fairsynth.data.captions import placeholder_token
+from fairsynth.data.fst import parse_fst
 from fairsynth.methods import METHODS
 from fairsynth.methods._export import write_note
 from fairsynth.methods.base import (
@@ -35,6 +37,8 @@ from fairsynth.methods.textual_inversion.tokens import PlaceholderTokens
 
 if TYPE_CHECKING:
     from fairsynth.data.records import Record
+
+logger = logging.getLogger(__name__)
 
 #: Most vectors one token may take; CLIP's context is 77 positions, two of them BOS/EOS.
 MAX_VECTORS = 32
@@ -55,6 +59,16 @@ class TokenConfig(MethodConfig):
     initializer_token: str = knob(
         "mole", "A word that is a single CLIP token; every new vector starts as its embedding."
     )
+    initializers: dict[str, str] = knob(
+        {}, "Start phrases instead of initializer_token, keyed by class label or by placeholder token, "
+        "e.g. {melanoma: 'a mottled dark brown irregular blob'}: words the base already draws. The "
+        "phrase's token embeddings are spread over the token's num_vectors (a phrase of num_vectors "
+        "tokens is copied row for row)."
+    )
+    fst_initializers: dict[str, str] = knob(
+        {}, "With token_per: class_and_fst, a phrase per skin type (keys 1-6 or I-VI) appended to the "
+        "class's start phrase (or to initializer_token), e.g. {VI: 'on a dark brown background'}."
+    )
     num_vectors: int = knob(
         1, "Embedding vectors per placeholder token (<tok> <tok>_1 ...); more capture more detail."
     )
@@ -69,6 +83,16 @@ class TokenConfig(MethodConfig):
             raise ConfigError(f"num_vectors must be in 1..{MAX_VECTORS}, got {self.num_vectors}")
         if not self.initializer_token.strip():
             raise ConfigError("initializer_token must be a word, e.g. 'mole'")
+        for key, phrase in {**self.initializers, **self.fst_initializers}.items():
+            if not str(phrase).strip():
+                raise ConfigError(f"initializer phrase of {key!r} is empty")
+        for key in self.fst_initializers:
+            try:
+                fst = parse_fst(key)
+            except ValueError:
+                fst = None
+            if fst is None:
+                raise ConfigError(f"fst_initializers: key {key!r} is not a skin type 1-6 or I-VI")
         for token in self.placeholder_tokens:
             if not token or any(ch.isspace() for ch in token):
                 raise ConfigError(f"placeholder token {token!r} must be one word without spaces, e.g. '<my-concept>'")
@@ -99,6 +123,8 @@ def token_config(config: TokenConfig) -> TextualInversionConfig:
         placeholder_tokens=list(config.placeholder_tokens),
         token_per=config.token_per,
         initializer_token=config.initializer_token,
+        initializers=dict(config.initializers),
+        fst_initializers=dict(config.fst_initializers),
         num_vectors=config.num_vectors,
         caption_token=config.caption_token,
         text_encoder_lr=config.text_encoder_lr,
@@ -122,8 +148,18 @@ class TextualInversion(Method):
         if self.config.placeholder_tokens:
             self.tokens = self._make_tokens(self.config.placeholder_tokens)
 
-    def _make_tokens(self, tokens: list[str]) -> PlaceholderTokens:
-        return PlaceholderTokens({t: self.config.num_vectors for t in tokens}, self.config.initializer_token)
+    def _make_tokens(self, tokens: list[str], concepts: dict[str, tuple[str, int | None]] | None = None) -> PlaceholderTokens:
+        """Tokens with their start phrases; ``concepts`` maps a derived token to its (label, fst)."""
+        phrases = {}
+        fst_phrases = {parse_fst(key): phrase for key, phrase in self.config.fst_initializers.items()}
+        for token in tokens:
+            label, fst = (concepts or {}).get(token, (None, None))
+            phrase = self.config.initializers.get(token) or (self.config.initializers.get(label) if label else None)
+            if fst in fst_phrases:
+                phrase = f"{phrase or self.config.initializer_token} {fst_phrases[fst]}"
+            if phrase:
+                phrases[token] = phrase
+        return PlaceholderTokens({t: self.config.num_vectors for t in tokens}, self.config.initializer_token, phrases)
 
     @property
     def trains_text_encoder(self) -> bool:
@@ -169,10 +205,27 @@ class TextualInversion(Method):
     def check(self, components: Components, records: list["Record"]) -> None:
         super().check(components, records)
         if not self.config.placeholder_tokens:
-            derived = sorted({t for t in (self.record_token(r) for r in records) if t})
-            if not derived:
+            concepts = {}
+            for record in records:
+                token = self.record_token(record)
+                if token:
+                    fst = record.attributes.get("fst") if self.config.token_per == "class_and_fst" else None
+                    concepts[token] = (record.label, fst)
+            if not concepts:
                 raise MethodError("no placeholder tokens: give placeholder_tokens, or records with labels")
-            self.tokens = self._make_tokens(derived)
+            classes = {label for label, _ in concepts.values()}
+            unused = sorted(set(self.config.initializers) - set(concepts) - classes)
+            if unused:
+                # A recipe may name classes a subset of the data lacks; a phrase that fits no class
+                # at all is a typo.
+                message = (
+                    f"initializers name {', '.join(map(repr, unused))}, which is neither a class of the training "
+                    f"records nor a token ({', '.join(sorted(classes))})"
+                )
+                if len(unused) == len(self.config.initializers):
+                    raise MethodError(message)
+                logger.warning("%s; those phrases are not used", message)
+            self.tokens = self._make_tokens(sorted(concepts), concepts)
         tokens = self.require_tokens()
         tokens.check(components)
         if records and not any(tokens.mentioned_in(self.caption_for(r.caption, r)) for r in records):

@@ -80,6 +80,19 @@ def expand_placeholder_tokens(prompt: str, tokenizer: Any) -> str:
     return expand_tokens(prompt, added_token_vectors(tokenizer))
 
 
+def phrase_vectors(tokenizer: Any, weight: torch.Tensor, phrase: str, num_vectors: int) -> torch.Tensor:
+    """``(num_vectors, D)`` start vectors from a phrase: its token rows, in order, in ``num_vectors`` groups.
+
+    Group ``i`` is the mean of its rows; a phrase with fewer tokens than vectors repeats from
+    its start. With exactly ``num_vectors`` tokens the token *is* the phrase at the input.
+    """
+    ids = tokenizer.encode(phrase, add_special_tokens=False)
+    rows = weight.detach()[ids]  # (T, D)
+    if len(ids) < num_vectors:
+        return rows[torch.arange(num_vectors) % len(ids)].clone()
+    return torch.stack([group.mean(0) for group in torch.tensor_split(rows, num_vectors)])
+
+
 def file_stem(token: str) -> str:
     """A file name for a token: ``<melanoma-FST-VI>`` -> ``melanoma-FST-VI``."""
     stem = re.sub(r"[^A-Za-z0-9_-]+", "-", token).strip("-")
@@ -135,11 +148,18 @@ class PlaceholderTokens:
     Args:
         num_vectors: ``{token: vectors}``, in the order the rows are appended.
         initializer_token: a word that is one token; every new row starts as its embedding.
+        phrases: ``{token: phrase}``: these tokens start from a phrase instead, as kohya's
+            ``--init_word`` does: the phrase's token embeddings are split in order into
+            ``num_vectors`` groups and each vector starts as the mean of its group (a phrase
+            of exactly ``num_vectors`` tokens is copied row for row; a shorter one repeats).
     """
 
-    def __init__(self, num_vectors: Mapping[str, int], initializer_token: str) -> None:
+    def __init__(
+        self, num_vectors: Mapping[str, int], initializer_token: str, phrases: Mapping[str, str] | None = None
+    ) -> None:
         self.num_vectors = dict(num_vectors)
         self.initializer_token = initializer_token
+        self.phrases = {token: phrase for token, phrase in (phrases or {}).items() if token in self.num_vectors}
         self._rows: list[_Rows] = []
 
     @property
@@ -181,6 +201,9 @@ class PlaceholderTokens:
                     f"initializer_token {self.initializer_token!r} is {len(ids)} tokens ({' '.join(pieces)}); "
                     "it must be a single token"
                 )
+            for token, phrase in self.phrases.items():
+                if not tokenizer.encode(phrase, add_special_tokens=False):
+                    raise MethodError(f"the initializer phrase of {token} ({phrase!r}) has no tokens")
 
     def add(self, components: Components) -> None:
         """Append the rows to every tokenizer/encoder, initialised from the initializer token."""
@@ -201,8 +224,11 @@ class PlaceholderTokens:
             }
             trained = torch.zeros(weight.shape[0], dtype=torch.bool, device=weight.device)
             with torch.no_grad():
-                for row_ids in ids.values():
-                    weight[row_ids] = weight[init_id].clone()
+                for token, row_ids in ids.items():
+                    if token in self.phrases:
+                        weight[row_ids] = phrase_vectors(tokenizer, weight, self.phrases[token], len(row_ids))
+                    else:
+                        weight[row_ids] = weight[init_id].clone()
                     trained[row_ids] = True
             rows = _Rows(ids, trained, weight.detach().clone(), weight, _runs(~trained))
             # Frozen rows get no gradient, so they add nothing to gradient clipping's norm or
@@ -295,6 +321,8 @@ class PlaceholderTokens:
         state = self.state(components)
         names = encoder_names(components)
         index = {"kind": components.kind, "initializer_token": self.initializer_token, "tokens": []}
+        if self.phrases:
+            index["initializer_phrases"] = dict(self.phrases)
         stems: set[str] = set()
         for token, count in self.num_vectors.items():
             stem = file_stem(token)
