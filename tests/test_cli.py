@@ -79,4 +79,16 @@ def test_demo_runs_every_stage_on_a_tiny_base(tmp_path, tiny_base):
     assert set(scores) == {"base", "fine-tuned"} and scores["base"]["n"] == 48
     assert "| AUROC V-VI ↑ |" in result.output and "mixed − real" in result.output
     assert "total" in result.output.splitlines()[-1]
+    assert (work / "evaluation" / "evaluation.json").is_file() and (work / "report" / "index.html").is_file()
+    state = json.loads((work / "run-state.json").read_text())
+    assert all(entry["finished"] == entry["started"] for entry in state.values()) and len(state) == 8
+
+    # run again: every stage is up to date; change the generation and only what follows it runs
+    again = runner.invoke(app, ["demo", "--workdir", str(work), *tiny])
+    assert again.exit_code == 0, again.output
+    assert again.output.count("up to date") == 8, again.output
+    changed = runner.invoke(app, ["demo", "--workdir", str(work), *tiny, "generate.guidance_scale=5.0", "--until", "generate"])
+    assert changed.exit_code == 0, changed.output
+    assert changed.output.count("up to date") == 4 and "generate: settings or inputs changed" in changed.output
+    assert any((work / "stale").glob("generate-*/generated/metadata.jsonl"))
 

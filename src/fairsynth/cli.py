@@ -566,13 +566,188 @@ def downstream_train(
     )
 
 
+@app.command("run", context_settings={"allow_extra_args": False})
+def run(
+    recipe_path: Path = typer.Argument(..., metavar="RECIPE", help="Recipe YAML."),
+    overrides: List[str] = typer.Argument(None, help="Dotted overrides, e.g. train.steps=600 generate.plan.total=120."),
+    until: Optional[str] = typer.Option(None, "--until", help="Last stage to run (world, prepare, train, classifier, generate, evaluate, downstream, report)."),
+    force: Optional[str] = typer.Option(None, "--force", help="Comma-separated stages to run again even when up to date, or `all`."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print each stage's fingerprint and whether it would run, then stop."),
+) -> None:
+    """Run the whole study of a recipe: prepare, train, generate and filter, evaluate, downstream, report.
+
+    A stage whose settings and inputs are unchanged since it last finished is skipped; one
+    that was interrupted continues (training from its latest checkpoint, generation from its
+    manifest); one whose settings changed runs again, and its earlier outputs are moved intact
+    to <workdir>/stale/. The stages of a recipe are its `stages:` list, or every stage it
+    configures. <workdir>/run-state.json records what ran with which fingerprint.
+
+    Example: fairsynth run recipes/fairskin_derm.yaml train.steps=600 --until generate
+    """
+    recipe = _load_recipe(recipe_path, list(overrides or []))
+    _run_study(recipe, until=until, force=force, dry_run=dry_run)
+
+
+@app.command("sweep", context_settings={"allow_extra_args": False})
+def sweep(
+    recipe_path: Path = typer.Argument(..., metavar="RECIPE", help="Recipe YAML."),
+    overrides: List[str] = typer.Argument(None, help="Dotted overrides for every configuration, e.g. train.steps=300."),
+    grid: List[str] = typer.Option(..., "--grid", "-g", help="NAME=V1,V2,...; NAME is method, rank, alpha, target, steps, lr or a dotted setting. Repeat for more axes."),
+    arms: str = typer.Option("mixed", "--arms", help="Downstream arms trained per configuration (the real-only baseline is trained once)."),
+    stages: str = typer.Option("train,generate,evaluate,downstream", "--stages", help="Stages run per configuration."),
+    forgetting: bool = typer.Option(True, "--forgetting/--no-forgetting", help="Measure prompt-following on general prompts before and after fine-tuning."),
+) -> None:
+    """Run a recipe for every combination of a grid of settings and write one comparison table.
+
+    The data, the real-data classifier and the real-only baseline are made once; each
+    configuration is `fairsynth run` in its own process under <workdir>/sweep/<configuration>/
+    (its peak memory is its own; run the sweep again to continue). The table (sweep/table.md,
+    .csv, .json) has trainable parameters, adapter size, training time, peak memory, FD overall and
+    per group, Vendi, memorisation rate, downstream accuracy and AUROC gap, and the forgetting check.
+
+    Example: fairsynth sweep recipes/peft_comparison_medical.yaml --grid method=lora,dora,loha,full --grid rank=1,4,16 --grid target=unet,text_encoder,both
+    """
+    from fairsynth.study import StudyError, run_study
+    from fairsynth.sweep import SweepError, parse_grid, run_sweep, shared_recipe
+
+    recipe = _load_recipe(recipe_path, list(overrides or []))
+    log = lambda message: console.print(message, markup=False)  # noqa: E731
+    try:
+        axes = parse_grid(grid)
+        run_study(shared_recipe(recipe), STAGE_RUNNERS, log=lambda message: console.print(f"── {message}", markup=False, style="bold"))
+        rows, notes = run_sweep(
+            recipe, axes, arms=[a.strip() for a in arms.split(",") if a.strip()],
+            stages=[s.strip() for s in stages.split(",") if s.strip()], forgetting=forgetting, log=log,
+        )
+    except (SweepError, StudyError) as err:
+        _fail(str(err), code=1)
+    from fairsynth.sweep import render_markdown
+
+    console.print(render_markdown(rows), markup=False)
+    for note in notes:
+        console.print(f"- {note}", markup=False)
+
+
+def _run_study(recipe, *, until: Optional[str] = None, force: Optional[str] = None, dry_run: bool = False) -> None:
+    import time
+
+    from fairsynth.study import StudyError, plan, run_study
+
+    forced = [name.strip() for name in (force or "").split(",") if name.strip()]
+    started = time.perf_counter()
+    try:
+        if dry_run:
+            for stage, fingerprint, action in plan(recipe, forced):
+                console.print(f"{stage.name:<11} {fingerprint}  {action}", markup=False)
+            return
+        done = run_study(recipe, STAGE_RUNNERS, force=forced, until=until,
+                         log=lambda message: console.print(f"── {message}", markup=False, style="bold"))
+    except StudyError as err:
+        _fail(str(err))
+    console.rule("done")
+    console.print(
+        "; ".join(f"{name}: {seconds:.0f} s" if action != "skip" else f"{name}: skipped" for name, action, seconds in done)
+        + f"; total {time.perf_counter() - started:.0f} s. Outputs in {recipe.workdir}",
+        markup=False,
+    )
+
+
+def _stage_world(recipe, action) -> None:
+    from fairsynth.data.validation import validate as run_validation
+    from fairsynth.world.derm import generate_world
+
+    world = generate_world(recipe.world_dir, recipe.world)
+    console.print(f"{world.n} images and a Fitzpatrick17k-format CSV in {world.root}")
+    report = run_validation(recipe.data, min_size=min(recipe.prepare.size))
+    if not report.ok:
+        print_problems(report.problems, limit=50)
+        _fail("the generated world does not validate", code=1)
+    console.print(f"valid: {len(report.records)} rows ({report.source})")
+
+
+def _stage_train(recipe, action) -> None:
+    _run_train(recipe, resume="latest")  # a stale run was moved aside: "latest" then starts fresh
+    if recipe.world is not None:
+        # the procedural world's hidden truth makes the before/after grid measurable
+        _demo_conditioning(recipe)
+
+
+def _stage_classifier(recipe, action) -> None:
+    _run_downstream(recipe, "real", str(recipe.downstream.seeds[0]), table=False)
+
+
+def _stage_generate(recipe, action) -> None:
+    from fairsynth.generation.run import generate as run_generate
+
+    result = _guarded(lambda: run_generate(recipe, log=lambda m: console.print(m, markup=False)))
+    _print_delivery(result, "generated", fail_on_shortfall=False)
+
+
+def _stage_downstream(recipe, action) -> None:
+    from fairsynth.downstream.compare import render_table
+
+    delivered = Path(recipe.downstream.synthetic)
+    lines = delivered.read_text().splitlines() if delivered.is_file() else []
+    arms = None
+    if not any(line.strip() for line in lines) and recipe.downstream.arms != ["real"]:
+        errors.print(f"warning: no synthetic image passed the filters ({delivered}): comparing the real arm only",
+                     markup=False)
+        arms = "real"
+    compared = _run_downstream(recipe, arms, None)
+    console.print(render_table(compared["table"], compared["arms"], compared["seeds"]), markup=False)
+
+
+def _stage_report(recipe, action) -> None:
+    from fairsynth.report import ReportError, build_report
+
+    try:
+        page = build_report(Path(recipe.workdir))
+    except ReportError as err:
+        _fail(str(err))
+    console.print(f"report: {page}", markup=False)
+
+
+#: What each stage of `fairsynth run` does (see fairsynth.study for when it runs).
+STAGE_RUNNERS = {
+    "world": _stage_world,
+    "prepare": lambda recipe, action: _run_prepare(recipe),
+    "train": _stage_train,
+    "classifier": _stage_classifier,
+    "generate": _stage_generate,
+    "evaluate": lambda recipe, action: _run_evaluate(recipe.evaluate),
+    "downstream": _stage_downstream,
+    "report": _stage_report,
+}
+
+
+@app.command("report", context_settings={"allow_extra_args": False})
+def report(
+    workdir: Path = typer.Argument(..., help="The study's folder (its workdir, e.g. runs/demo)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="The HTML file (default <workdir>/report/index.html)."),
+) -> None:
+    """Write one self-contained HTML page of a study: data imbalance, training, generated vs real
+    grids, metrics per group with their extractors, filter rejections, memorisation cases,
+    downstream AUROC per group, the sweep table, and a model card. It opens from disk, offline.
+
+    Example: fairsynth report runs/demo
+    """
+    from fairsynth.report import ReportError, build_report
+
+    try:
+        page = build_report(workdir, output)
+    except ReportError as err:
+        _fail(str(err))
+    console.print(f"report: {page}", markup=False)
+
+
 @app.command()
 def demo(
     overrides: List[str] = typer.Argument(None, help="Dotted overrides of the demo recipe, e.g. world.n=300 train.steps=600."),
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="Output folder (default runs/demo)."),
-    until: str = typer.Option("downstream", "--until", help="Last stage to run: prepare, train, generate or downstream."),
+    until: str = typer.Option("report", "--until", help="Last stage to run: prepare, train, generate, downstream or report."),
+    force: Optional[str] = typer.Option(None, "--force", help="Comma-separated stages to run again, or `all`."),
 ) -> None:
-    """Run the whole study on the embedded default, offline, on a CPU.
+    """Run the whole study on the embedded default, offline, on a CPU: `fairsynth run` on the demo recipe.
 
     1. a procedural dermatology world (skin types skewed like Fitzpatrick17k) is generated,
     validated and prepared; 2. the embedded tiny base is fine-tuned on it (pivotal tokens +
@@ -580,17 +755,14 @@ def demo(
     lesion judge reads the class, ITA reads the skin type, before and after fine-tuning;
     3. a real-data classifier is trained (the filter's judge); 4. a FairSkin-shaped synthetic
     set is generated and filtered; 5. real-only, real + synthetic and synthetic-only
-    classifiers are compared over three seeds, per skin type, with intervals.
+    classifiers are compared over three seeds, per skin type, with intervals; 6. one HTML
+    report. Run it again and finished stages are skipped.
 
     Example: fairsynth demo --workdir runs/demo world.n=300
     """
-    import time
-
-    from fairsynth.data.validation import validate as run_validation
     from fairsynth.recipe import DEMO_RECIPE
-    from fairsynth.world.derm import generate_world
 
-    stages = ("prepare", "train", "generate", "downstream")
+    stages = ("prepare", "train", "generate", "downstream", "report")
     if until not in stages:
         _fail(f"--until must be one of {', '.join(stages)}, got {until!r}")
     extra = list(overrides or [])
@@ -599,55 +771,7 @@ def demo(
     recipe = _load_recipe(None, extra, default=DEMO_RECIPE)
     if recipe.world is None:
         _fail("the demo recipe has no world section")
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def stage(name: str) -> None:
-        timings[name] = time.perf_counter()
-        console.rule(name)
-
-    stage("1. procedural dermatology world, validated and prepared")
-    world = generate_world(recipe.world_dir, recipe.world)
-    console.print(f"{world.n} images and a Fitzpatrick17k-format CSV in {world.root}")
-    report = run_validation(recipe.data, min_size=min(recipe.prepare.size))
-    if not report.ok:
-        print_problems(report.problems, limit=50)
-        _fail("the generated world does not validate", code=1)
-    console.print(f"valid: {len(report.records)} rows ({report.source})")
-    _run_prepare(recipe)
-    if until != "prepare":
-        stage(f"2. fine-tune the embedded base ({recipe.train.method}, {recipe.train.steps} steps)")
-        _run_train(recipe, resume="latest")
-        _demo_conditioning(recipe)
-    if until in ("generate", "downstream"):
-        stage("3. real-data classifier (judge of the classifier_confidence filter)")
-        _run_downstream(recipe, "real", str(recipe.downstream.seeds[0]), table=False)
-        stage(f"4. generate and filter {recipe.generate.plan.total} images ({recipe.generate.plan.distribution})")
-        from fairsynth.generation.run import generate as run_generate
-
-        result = _guarded(lambda: run_generate(recipe, log=lambda m: console.print(m, markup=False)))
-        _print_delivery(result, "generated", fail_on_shortfall=False)
-    if until == "downstream":
-        stage(f"5. downstream: {', '.join(recipe.downstream.arms)} x seeds {recipe.downstream.seeds}")
-        from fairsynth.downstream.compare import render_table
-
-        delivered = Path(recipe.downstream.synthetic)
-        lines = delivered.read_text().splitlines() if delivered.is_file() else []
-        arms = None
-        if not any(line.strip() for line in lines):
-            errors.print(f"warning: no synthetic image passed the filters ({delivered}): comparing the real arm only",
-                         markup=False)
-            arms = "real"
-        compared = _run_downstream(recipe, arms, None)
-        console.print(render_table(compared["table"], compared["arms"], compared["seeds"]), markup=False)
-    names = list(timings)
-    ends = [timings[n] for n in names[1:]] + [time.perf_counter()]
-    console.rule("done")
-    console.print(
-        "; ".join(f"{name.split('.')[0]}: {end - timings[name]:.0f} s" for name, end in zip(names, ends))
-        + f"; total {time.perf_counter() - started:.0f} s. Outputs in {recipe.workdir}",
-        markup=False,
-    )
+    _run_study(recipe, until=until, force=force)
 
 
 def _demo_conditioning(recipe) -> None:

@@ -28,6 +28,11 @@ class Recipe:
     name: str = knob("study", "Name of the study, used in output folders and reports.")
     seed: int = knob(0, "Global seed.")
     workdir: str = knob("", "Folder for this study's outputs, one subfolder per stage; default runs/<name>.")
+    stages: list[str] = knob(
+        [], "Stages `fairsynth run` runs, in order, from world, prepare, train, classifier, generate, evaluate, "
+        "downstream, report; empty: world (when the recipe has one), prepare, train, classifier (when the "
+        "classifier_confidence filter reads the study's own classifier), generate, downstream, report."
+    )
     world: WorldConfig | None = knob(
         None, "Generate the procedural dermatology world first (the embedded default's data) "
         "and read it as `data`; leave out for a real dataset."
@@ -70,6 +75,7 @@ class Recipe:
         generate.prompt = generate.prompt or self.data.caption_template or "a photo of {label}"
         generate.resolution = generate.resolution or list(train.resolution)
         generate.seed = self.seed if generate.seed is None else generate.seed
+        evaluate.synthetic = evaluate.synthetic or str(Path(generate.output) / "metadata.jsonl")
         filters = self.filter
         filters.real = filters.real or generate.real
         filters.train = filters.train or train.data
@@ -84,6 +90,14 @@ class Recipe:
         if confidence is not None and not confidence.get("model"):
             # the real-data classifier of the downstream study, first seed
             confidence["model"] = str(Path(downstream.output) / "real" / f"seed-{downstream.seeds[0]}")
+        uses_classifier = self.evaluate.extractor == "classifier" or any(
+            metric.partition("@")[2] == "classifier" for metric in self.evaluate.metrics
+        )
+        if uses_classifier and not self.evaluate.weights.get("classifier"):
+            # the same real-data classifier: domain features where Inception knows no dermoscopy
+            self.evaluate.weights["classifier"] = str(
+                Path(downstream.output) / "real" / f"seed-{downstream.seeds[0]}" / "model.safetensors"
+            )
 
     @property
     def world_dir(self) -> Path:

@@ -100,6 +100,12 @@ def test_kill_9_then_resume_latest_equals_an_uninterrupted_run(tmp_path, tiny_ba
         load_file(tmp_path / "killed" / "train" / "model" / exported),
         load_file(tmp_path / "straight" / "train" / "model" / exported),
     ) <= 1e-6
+    # 4. The loss log tells one run's story: the killed run's rows after its checkpoint are gone.
+    killed_log = (tmp_path / "killed" / "train" / "losses.csv").read_text().splitlines()
+    straight_log = (tmp_path / "straight" / "train" / "losses.csv").read_text().splitlines()
+    assert killed_log[0] == "step,loss,lr" and [row.split(",")[0] for row in killed_log[1:]] == ["10", "20", "30"]
+    for ours, reference in zip(killed_log[1:], straight_log[1:], strict=True):
+        assert float(ours.split(",")[1]) == pytest.approx(float(reference.split(",")[1]), rel=1e-4)
 
 
 @pytest.mark.skipif(shutil.which("accelerate") is None, reason="the accelerate launcher is not on PATH")

@@ -50,7 +50,10 @@ class EvaluateConfig:
     """`fairsynth evaluate`: real vs synthetic, overall and per group, with provenance."""
 
     real: str = knob("", "Manifest of the real images (metadata.jsonl/.csv/.parquet); default <prepare.output>/metadata.jsonl.")
-    synthetic: str = knob("", "Manifest of the synthetic images; its `caption` is each image's prompt (CLIP score).")
+    synthetic: str = knob(
+        "", "Manifest of the synthetic images; its `caption` is each image's prompt (CLIP score); "
+        "default in a recipe: <generate.output>/metadata.jsonl (the delivered set)."
+    )
     real_split: str | None = knob(None, "Compare only against real rows of this split (e.g. test); None: every real row.")
     train: str | None = knob(
         None, "Manifest of the images the generator was trained on (memorisation); default: the real "

@@ -423,6 +423,7 @@ def train(recipe: "Recipe", *, resume: str | Path | None = None, progress: bool 
     optimizer_parameters = 0
     if cfg.report_to != "none" and is_main:
         accelerator.init_trackers("fairsynth", config=_flat_config(cfg))
+    loss_log = LossLog(output / "losses.csv", start_step) if is_main else None
     show = progress and accelerator.is_local_main_process
     bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=not show)
     started = time.monotonic()
@@ -579,8 +580,11 @@ def train(recipe: "Recipe", *, resume: str | Path | None = None, progress: bool 
             lr = lr_scheduler.get_last_lr()[0]
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
-            if cfg.report_to != "none" and (step % cfg.log_every == 0 or step == cfg.steps):
-                accelerator.log({"train/loss": step_loss, "train/lr": lr}, step=step)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                if loss_log is not None:
+                    loss_log.add(step, step_loss, lr)
+                if cfg.report_to != "none":
+                    accelerator.log({"train/loss": step_loss, "train/lr": lr}, step=step)
             if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps:
                 save(step)
             if cfg.validation.every and (step % cfg.validation.every == 0 or step == cfg.steps):
@@ -616,6 +620,7 @@ def train(recipe: "Recipe", *, resume: str | Path | None = None, progress: bool 
                 )
                 if val_losses:
                     info["val_loss"] = val_losses[max(val_losses)]
+                info.update(peak_memory(accelerator.device))
                 if fid is not None:
                     info.update(fid.info(stopped_early))
                 save_resolved(recipe, staging)
@@ -624,6 +629,8 @@ def train(recipe: "Recipe", *, resume: str | Path | None = None, progress: bool 
         accelerator.wait_for_everyone()
     finally:
         bar.close()
+        if loss_log is not None:
+            loss_log.close()
         accelerator.end_training()  # also ends the process group: nothing collective after this
 
     return TrainResult(output, model_dir, step, last_loss, exports, info, losses, val_losses)
@@ -692,6 +699,45 @@ def _micro_batch_loss(
         embeddings = x0_embedding(x0_hat, cfg.class_diversity.grid)  # (B, 4 * grid * grid)
         loss = loss + cfg.class_diversity.weight * class_diversity_loss(embeddings, labels, pool)
     return loss, embeddings, labels
+
+
+class LossLog:
+    """``<output>/losses.csv`` (step, loss, lr) every ``log_every`` steps, whatever ``report_to`` says.
+
+    A resumed run first drops the rows after its checkpoint's step (they belonged to the
+    interrupted run and come again), so the file always tells one run's story.
+    """
+
+    def __init__(self, path: Path, start_step: int) -> None:
+        rows = []
+        if path.is_file() and start_step > 0:
+            for line in path.read_text(encoding="utf-8").splitlines()[1:]:
+                fields = line.split(",")
+                if len(fields) == 3 and fields[0].isdigit() and int(fields[0]) <= start_step:
+                    rows.append(line)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, "step,loss,lr\n" + "".join(f"{row}\n" for row in rows))
+        self._handle = path.open("a", encoding="utf-8")
+
+    def add(self, step: int, loss: float, lr: float) -> None:
+        self._handle.write(f"{step},{loss:.6g},{lr:.6g}\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def peak_memory(device: torch.device) -> dict[str, Any]:
+    """The run's peak memory and what it measures: CUDA's peak allocation on a GPU, else the
+    process's peak resident set (everything the process held, models and data included; for
+    one training run per process, as ``fairsynth sweep`` runs them, that is the run's peak)."""
+    if device.type == "cuda":
+        return {"peak_memory_bytes": int(torch.cuda.max_memory_allocated(device)), "peak_memory_kind": "cuda max allocated"}
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return {"peak_memory_bytes": int(rss if sys.platform == "darwin" else rss * 1024), "peak_memory_kind": "process peak RSS"}
 
 
 def _training_info(
