@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
 from PIL import Image
 
@@ -127,3 +128,18 @@ def resolve_inside(root: str | Path, relative: str | Path) -> Path:
     if resolved != root and root not in resolved.parents:
         raise UnsafePathError(f"path {str(relative)!r} resolves to {resolved}, outside the dataset root {root}")
     return resolved
+
+
+class InvalidJSONError(ValueError):
+    """A JSON file that is there but cannot be read (names the file)."""
+
+
+def read_optional_json(path: str | Path) -> Any:
+    """The parsed JSON of ``path``, or None when there is no such file (a stage that did not run)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InvalidJSONError(f"{path} is not valid JSON ({err})") from err

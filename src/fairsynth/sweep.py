@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from fairsynth.config import ConfigError, dump_yaml
-from fairsynth.io import atomic_write_text
+from fairsynth.io import InvalidJSONError, atomic_write_text, read_optional_json
 
 if TYPE_CHECKING:
     from fairsynth.recipe import Recipe
@@ -204,12 +204,10 @@ def dump_yaml_dict(values: dict[str, Any]) -> str:
 
 
 def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise SweepError(f"{path} is not valid JSON ({err})") from err
+        return read_optional_json(path)
+    except InvalidJSONError as err:
+        raise SweepError(str(err)) from err
 
 
 def evaluation_columns(evaluation: dict[str, Any] | None) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from fairsynth.io import UnsafePathError, resolve_inside
+from fairsynth.io import InvalidJSONError, UnsafePathError, read_optional_json, resolve_inside
 
 
 class ReportInputError(ValueError):
@@ -23,12 +23,10 @@ class ReportInputError(ValueError):
 
 
 def read_json(path: Path) -> Any:
-    if not path.is_file():
-        return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ReportInputError(f"{path} is not valid JSON ({err})") from err
+        return read_optional_json(path)
+    except InvalidJSONError as err:
+        raise ReportInputError(str(err)) from err
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]] | None:

@@ -330,7 +330,7 @@ def model_card_section(study: StudyOutputs) -> Section:
         uses = [arm for arm in study.downstream.get("arms", []) if arm != "real"]
         mix = config.get("mix") or {}
         section.paragraphs.append(
-            f"The classifiers: the <code>real</code> arm saw no synthetic image; "
+            "The classifiers: the <code>real</code> arm saw no synthetic image; "
             + (f"{', '.join(f'<code>{a}</code>' for a in uses)} trained with synthetic images "
                f"(mixed arm synthetic share: <code>{mix.get('synthetic_share')}</code>). " if uses else "")
             + "Every arm was selected on the real validation split and tested once on the real test split."

@@ -19,7 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from PIL import Image
 
