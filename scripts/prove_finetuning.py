@@ -10,7 +10,9 @@ What it does, with the project's own commands' code paths:
 2. the lesion judge (:mod:`fairsynth.world.judge`) and its accuracy on held-out world images;
 3. the **base before fine-tuning**, sampled on every class × skin-type cell with the data's
    caption template ("A dermoscopic image of melanoma on Fitzpatrick skin type VI"), scored by
-   :func:`fairsynth.world.proof.measure_conditioning` — the floor;
+   :func:`fairsynth.world.proof.measure_conditioning` — the floor; and the base asked in its
+   own words (the demo's start phrases, "a medium mottled dark brown irregular blob on a dark
+   brown background") — what the tokens start from;
 4. for each method: ``fairsynth train`` with the demo recipe's settings and the method's own
    options below (skin-type-balanced batches), then the same sampling and scoring.
 
@@ -29,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from fairsynth.data.fst import parse_fst
 from fairsynth.generation.config import AdapterSpec, GenerateConfig
 from fairsynth.generation.pipeline import load_sampler
 from fairsynth.io import atomic_write_text
@@ -40,8 +43,13 @@ from fairsynth.world.proof import DERM_TEMPLATE, measure_conditioning, save_grid
 METHOD_OVERRIDES: dict[str, list[str]] = {
     "pivotal": [],  # the demo recipe's own method
     "lora": ["train.method=lora", "train.options={rank: 8, alpha: 8, apply_to: both}"],
+    # the demo's tokens and start phrases, without the LoRA
     "textual_inversion": [
-        "train.method=textual_inversion", "train.options={token_per: class_and_fst, initializer_token: blob}",
+        "train.method=textual_inversion",
+        "train.options=" + json.dumps({
+            key: value for key, value in load_recipe(DEMO_RECIPE).train.options.items()
+            if key in ("token_per", "num_vectors", "initializers", "fst_initializers", "initializer_token")
+        }),
         "train.learning_rate=5.0e-3",
     ],
     "class_embedding": ["train.method=class_embedding", "train.options={}"],
@@ -83,10 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"judge: {result['judge']['held_out_world_accuracy']:.1%} on 400 held-out world images", flush=True)
 
-    def measure(generate: GenerateConfig, name: str, token_per: str | None = None) -> dict:
+    def measure(generate: GenerateConfig, name: str, token_per: str | None = None, prompt_for=None) -> dict:
         sampler = load_sampler(generate)
         t0 = time.perf_counter()
-        prompt_for = None if token_per is None else partial(token_prompt, per_fst=token_per == "class_and_fst")
+        if token_per is not None:
+            prompt_for = partial(token_prompt, per_fst=token_per == "class_and_fst")
         score, drawn, _ = measure_conditioning(sampler, judge, per_cell=args.per_cell, seed=1000, prompt_for=prompt_for)
         (out / name).mkdir(parents=True, exist_ok=True)
         save_grid(drawn, len(JUDGE_CLASSES), 6, out / name / "grid.png", per_cell=args.per_cell)
@@ -95,6 +104,13 @@ def main(argv: list[str] | None = None) -> int:
 
     base_generate = GenerateConfig(base=recipe.train.base, adapters=[], steps=25, guidance_scale=4.0, scheduler="ddim")
     result["base"] = measure(base_generate, "base")
+    # The ceiling of the start phrases: the base asked in its own words (the demo's phrases,
+    # e.g. "a medium mottled dark brown irregular blob on a dark brown background").
+    options = recipe.train.options
+    fst_words = {parse_fst(key): phrase for key, phrase in options.get("fst_initializers", {}).items()}
+    if options.get("initializers"):
+        own_words = lambda cell: f"{options['initializers'][cell.label]} {fst_words.get(cell.fst, '')}".strip()  # noqa: E731
+        result["base_own_words"] = measure(base_generate, "base-own-words", prompt_for=own_words)
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
         run = load_recipe(DEMO_RECIPE, [*common, *METHOD_OVERRIDES[method], f"train.output={out / method / 'train'}"])
         t0 = time.perf_counter()
