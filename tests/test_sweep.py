@@ -56,6 +56,9 @@ def test_a_configurations_recipe_shares_the_data_and_classifier_and_owns_the_res
     assert part.filter.options["classifier_confidence"]["model"] == recipe.filter.options["classifier_confidence"]["model"]
     assert part.evaluate.weights["classifier"] == recipe.evaluate.weights["classifier"]
     assert part.downstream.arms == ["mixed"] and part.downstream.real == recipe.downstream.real
+    # what the configuration generates is what it evaluates and trains on
+    assert part.evaluate.synthetic == part.downstream.synthetic == str(tmp_path / "study" / "sweep" / "x" / "generated" / "metadata.jsonl")
+    assert part.evaluate.real == recipe.evaluate.real
     bad = configurations(parse_grid(["train.steps=many"]), recipe)[0]
     with pytest.raises(SweepError, match="train.steps"):
         part_recipe(recipe, bad.overrides, tmp_path / "y", ["train"], ["mixed"])

@@ -171,7 +171,7 @@ def part_recipe(recipe: "Recipe", overrides: Sequence[str], folder: Path, stages
     # those of the configuration's own stages are re-derived under its folder.
     base["train"].update(output="", cache_dir=recipe.train.cache_dir)
     base["generate"].update(output="", adapters=None)
-    base["evaluate"].update(output="", cache_dir=recipe.evaluate.cache_dir)
+    base["evaluate"].update(output="", synthetic="", cache_dir=recipe.evaluate.cache_dir)
     base["downstream"].update(output="", synthetic="", arms=list(arms))
     import tempfile
 
