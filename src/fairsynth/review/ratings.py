@@ -1,40 +1,36 @@
-"""Reading filled rating sheets back with the key (``fairsynth review import``).
+"""Reading the key and the raters' filled sheets; every problem names the file and the line.
 
-Numbers, each over every (rater, image) rating of its set:
-
-* synthetic mean score with a 95 % t-interval, share rated below 3 (1 or 2), per stratum and
-  per skin type; the real images' mean is the reference;
-* telling real from synthetic: accuracy of the raters' guesses (0.5 = chance, with a
-  two-sided binomial test) and the AUROC of the rating as a score for "real" (0.5 = ratings
-  do not separate them; sklearn);
-* agreement of two or more raters: Krippendorff's alpha for ordinal data (the
-  ``krippendorff`` package), over the images each rated;
-* the acceptance verdict of the FairSkin plan: synthetic mean > 5.0 and < 10 % below 3.
+A sheet is the ``ratings.csv`` of the rater folder, filled in: ``rating`` a whole number 1-7
+or blank (not rated), ``real_or_synthetic`` real, synthetic or blank, ``comment`` free text
+(the column may be dropped). Sheets saved by a spreadsheet program are read as they come: a
+UTF-8 byte-order mark and ``;`` as the separator are accepted, and an id whose leading zeros
+were dropped (``7`` for ``0007``) is matched to the key's id of the same number.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
-import math
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from fairsynth.io import atomic_write_text
-from fairsynth.review.sample import SHEET_COLUMNS
+from fairsynth.review.config import SCALE
+from fairsynth.review.sheet import SHEET_COLUMNS
 
-#: Ratings below this count as poor in the acceptance rule ("below 3": 1 or 2).
-LOW = 3
+SOURCES = ("real", "synthetic")
+_REQUIRED = SHEET_COLUMNS[:3]
 
 
 class ReviewError(ValueError):
-    """A rating sheet or key that cannot be read (names the file and row)."""
+    """A rating sheet or key that cannot be read (names the file and the line)."""
 
 
 @dataclass(frozen=True)
 class Rating:
+    """One rater's answer for one image."""
+
     rater: str
     id: str
     score: int | None
@@ -42,151 +38,115 @@ class Rating:
 
 
 def read_key(path: str | Path) -> dict[str, dict[str, Any]]:
-    """``{id: key entry}`` from the key file written by the export."""
+    """``{id: key entry}`` from the key written by the export."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         entries = {str(entry["id"]): entry for entry in data["images"]}
     except FileNotFoundError as err:
         raise ReviewError(f"key {path} does not exist") from err
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
         raise ReviewError(f"{path} is not a review key (expected {{'images': [{{'id', 'source', ...}}]}}): {err}") from err
+    for number, entry in enumerate(data["images"], 1):
+        if entry.get("source") not in SOURCES:
+            raise ReviewError(f"{path}: image {number} (id {entry.get('id')!r}) has source {entry.get('source')!r}, not real or synthetic")
     return entries
 
 
-def read_sheet(path: str | Path, key: dict[str, dict[str, Any]]) -> list[Rating]:
-    """One rater's filled ``ratings.csv``; every problem names the file and line."""
+def rater_name(path: Path) -> str:
+    """``alice`` for ``alice/ratings.csv`` and for ``ratings-alice.csv``; else the file's stem."""
+    stem = path.stem
+    if stem.lower() == "ratings":
+        return path.resolve().parent.name or stem
+    for prefix in ("ratings-", "ratings_"):
+        if stem.lower().startswith(prefix) and len(stem) > len(prefix):
+            return stem[len(prefix):]
+    return stem
+
+
+def _match_id(text: str, key: dict[str, dict[str, Any]], numbers: dict[int, str]) -> str | None:
+    if text in key:
+        return text
+    if text.isdigit():  # a spreadsheet turned 0007 into 7
+        return numbers.get(int(text))
+    return None
+
+
+def read_sheet(path: str | Path, key: dict[str, dict[str, Any]], rater: str | None = None) -> list[Rating]:
+    """One rater's filled sheet, validated against the key."""
     path = Path(path)
     if not path.is_file():
         raise ReviewError(f"rating sheet {path} does not exist")
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in SHEET_COLUMNS[:3] if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ReviewError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(SHEET_COLUMNS)}")
-        out, seen = [], set()
-        for line, row in enumerate(reader, 2):
-            image_id = (row.get("id") or "").strip()
-            if image_id not in key:
-                raise ReviewError(f"{path}, line {line}: id {image_id!r} is not in the key")
-            if image_id in seen:
-                raise ReviewError(f"{path}, line {line}: id {image_id} is rated twice")
-            seen.add(image_id)
-            text = (row.get("rating") or "").strip()
-            score = None
-            if text:
-                if not text.isdigit() or not 1 <= int(text) <= 7:
-                    raise ReviewError(f"{path}, line {line}: rating {text!r} is not an integer 1-7 (blank: not rated)")
-                score = int(text)
-            guess = (row.get("real_or_synthetic") or "").strip().lower() or None
-            if guess not in (None, "real", "synthetic"):
-                raise ReviewError(f"{path}, line {line}: real_or_synthetic {guess!r} must be real, synthetic or blank")
-            out.append(Rating(path.stem if path.stem != "ratings" else path.parent.name, image_id, score, guess))
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ReviewError(f"{path}: not UTF-8 text ({err.reason}); save the sheet as CSV (UTF-8)") from err
+    first = text.split("\n", 1)[0]
+    delimiter = ";" if ";" in first and "," not in first else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header = [column.strip().lower() for column in next(reader, [])]
+    missing = [c for c in _REQUIRED if c not in header]
+    unknown = [c for c in header if c not in SHEET_COLUMNS]
+    if missing or unknown or len(set(header)) != len(header):
+        problem = "; ".join(filter(None, [
+            f"missing column(s) {', '.join(missing)}" if missing else "",
+            f"unexpected column(s) {', '.join(unknown)}" if unknown else "",
+            "a column appears twice" if len(set(header)) != len(header) else "",
+        ]))
+        raise ReviewError(f"{path}, line 1: {problem}; the columns are {', '.join(SHEET_COLUMNS)}")
+    rater = rater or rater_name(path)
+    numbers = {int(i): i for i in key if i.isdigit()}
+    out: list[Rating] = []
+    seen: dict[str, int] = {}
+    for values in reader:
+        line = reader.line_num  # the record's last line in the file (a quoted comment may span lines)
+        if not any(v.strip() for v in values):
+            continue  # an empty line
+        if len(values) > len(header):
+            raise ReviewError(f"{path}, line {line}: {len(values)} fields but {len(header)} columns (a comment with "
+                              f"'{delimiter}' must be in double quotes)")
+        row = dict(zip(header, (v.strip() for v in values)))
+        raw_id = row.get("id", "")
+        image_id = _match_id(raw_id, key, numbers)
+        if image_id is None:
+            raise ReviewError(f"{path}, line {line}: id {raw_id!r} is not in the key (is this sheet from another export?)")
+        if image_id in seen:
+            raise ReviewError(f"{path}, line {line}: id {image_id} appears twice (first on line {seen[image_id]})")
+        seen[image_id] = line
+        rating = row.get("rating", "")
+        score = None
+        if rating:
+            if not rating.isdigit() or not SCALE[0] <= int(rating) <= SCALE[1]:
+                raise ReviewError(
+                    f"{path}, line {line}: rating {rating!r} of id {image_id} is not a whole number "
+                    f"{SCALE[0]}-{SCALE[1]} (blank: not rated)"
+                )
+            score = int(rating)
+        guess = row.get("real_or_synthetic", "").lower() or None
+        if guess is not None and guess not in SOURCES:
+            raise ReviewError(
+                f"{path}, line {line}: real_or_synthetic {row['real_or_synthetic']!r} of id {image_id} must be "
+                f"real, synthetic or blank"
+            )
+        out.append(Rating(rater, image_id, score, guess))
     return out
 
 
-def mean_interval(scores: Sequence[int], level: float = 0.95) -> dict[str, Any]:
-    """Mean with a t-interval (None where fewer than two scores)."""
-    from scipy import stats
-
-    n = len(scores)
-    if n == 0:
-        return {"mean": None, "low": None, "high": None, "n": 0}
-    mean = sum(scores) / n
-    if n < 2:
-        return {"mean": mean, "low": None, "high": None, "n": n}
-    sd = math.sqrt(sum((s - mean) ** 2 for s in scores) / (n - 1))
-    half = stats.t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
-    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
-
-
-def summary(scores: Sequence[int]) -> dict[str, Any]:
-    out = mean_interval(scores)
-    out["share_below_3"] = sum(1 for s in scores if s < LOW) / len(scores) if scores else None
-    return out
-
-
-def krippendorff_ordinal(ratings: list[Rating], raters: Sequence[str]) -> float | None:
-    """Krippendorff's alpha (ordinal) over images rated by at least two raters; None if none are."""
-    import krippendorff
-    import numpy as np
-
-    ids = sorted({r.id for r in ratings if r.score is not None})
-    by = {(r.rater, r.id): r.score for r in ratings if r.score is not None}
-    data = np.array([[by.get((rater, i), np.nan) for i in ids] for rater in raters], dtype=float)
-    pairable = (np.sum(~np.isnan(data), axis=0) >= 2) if data.size else np.array([], dtype=bool)
-    if len(raters) < 2 or not pairable.any() or len(set(data[:, pairable][~np.isnan(data[:, pairable])])) < 2:
-        return None
-    return float(krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal", value_domain=list(range(1, 8))))
-
-
-def import_ratings(
-    sheets: Sequence[str | Path], key_path: str | Path, *, output: str | Path | None = None,
-    acceptance_mean: float = 5.0, acceptance_low_share: float = 0.10,
-) -> dict[str, Any]:
-    """Read every sheet with the key; write ``review.json`` (default beside the key) and return it."""
-    if not sheets:
+def read_sheets(paths: Sequence[str | Path], key: dict[str, dict[str, Any]]) -> tuple[list[str], list[Rating]]:
+    """Every sheet, one rater each: the rater names (in order) and all their ratings."""
+    if not paths:
         raise ReviewError("no rating sheet given")
-    key = read_key(key_path)
+    resolved = [Path(p).resolve() for p in paths]
+    for i, path in enumerate(resolved):
+        if path in resolved[:i]:
+            raise ReviewError(f"rating sheet {paths[i]} is given twice; one sheet per rater")
+    names: list[str] = []
     ratings: list[Rating] = []
-    raters: list[str] = []
-    for number, sheet in enumerate(sheets, 1):
-        rows = read_sheet(sheet, key)
-        name = f"rater {number} ({Path(sheet).name})"
-        rows = [Rating(name, r.id, r.score, r.guess) for r in rows]
-        raters.append(name)
-        ratings += rows
-    rated = [r for r in ratings if r.score is not None]
-    if not rated:
-        raise ReviewError("no image has a rating in any sheet")
-
-    def source(r: Rating) -> str:
-        return key[r.id]["source"]
-
-    synthetic = [r.score for r in rated if source(r) == "synthetic"]
-    real = [r.score for r in rated if source(r) == "real"]
-    per_stratum: dict[str, list[int]] = defaultdict(list)
-    per_fst: dict[str, list[int]] = defaultdict(list)
-    for r in rated:
-        if source(r) == "synthetic":
-            per_stratum[key[r.id].get("stratum", "")].append(r.score)
-            per_fst[str(key[r.id].get("fst"))].append(r.score)
-
-    guesses = [r for r in ratings if r.guess is not None]
-    discrimination: dict[str, Any] = {"guesses": len(guesses)}
-    if guesses:
-        from scipy import stats
-
-        correct = sum(1 for r in guesses if r.guess == source(r))
-        discrimination.update(
-            guess_accuracy=correct / len(guesses),
-            guess_p_value=float(stats.binomtest(correct, len(guesses), 0.5).pvalue),
-        )
-    if synthetic and real:
-        from sklearn.metrics import roc_auc_score
-
-        labels = [1 if source(r) == "real" else 0 for r in rated]
-        discrimination["rating_auroc_real_vs_synthetic"] = float(roc_auc_score(labels, [r.score for r in rated]))
-
-    overall = summary(synthetic)
-    accepted = (
-        overall["mean"] is not None and overall["mean"] > acceptance_mean and overall["share_below_3"] < acceptance_low_share
-    )
-    report = {
-        "key": str(key_path),
-        "raters": {name: sum(1 for r in rated if r.rater == name) for name in raters},
-        "images_in_key": {"synthetic": sum(1 for e in key.values() if e["source"] == "synthetic"),
-                          "real": sum(1 for e in key.values() if e["source"] == "real")},
-        "synthetic": overall,
-        "real": summary(real),
-        "synthetic_by_stratum": {name: summary(scores) for name, scores in sorted(per_stratum.items())},
-        "synthetic_by_fst": {name: summary(scores) for name, scores in sorted(per_fst.items())},
-        "discrimination": discrimination,
-        "agreement_krippendorff_alpha_ordinal": krippendorff_ordinal(ratings, raters),
-        "acceptance": {"rule": f"synthetic mean > {acceptance_mean} and share below {LOW} < {acceptance_low_share:.0%}",
-                       "accepted": bool(accepted)},
-    }
-    path = Path(output) if output is not None else Path(key_path).parent / "review.json"
-    atomic_write_text(path, json.dumps(report, indent=1) + "\n")
-    report["output"] = str(path)
-    return report
+    for path in paths:
+        name = rater_name(Path(path))
+        base, suffix = name, 2
+        while name in names:
+            name, suffix = f"{base} ({suffix})", suffix + 1
+        names.append(name)
+        ratings += read_sheet(path, key, rater=name)
+    return names, ratings
