@@ -59,3 +59,14 @@ def test_resolve_inside(tmp_path):
     for bad in ("../x.png", "/etc/passwd", "a/../../x"):
         with pytest.raises(UnsafePathError):
             resolve_inside(tmp_path, bad)
+
+
+def test_atomic_writes_get_the_mode_open_would_give(tmp_path):
+    """mkstemp makes owner-only files; outputs others read (a report, a manifest) must not be."""
+    import fairsynth.io
+    from fairsynth.io import atomic_write_text
+
+    atomic_write_text(tmp_path / "shared.txt", "x")
+    (tmp_path / "plain.txt").write_text("x")  # open() under the same umask
+    assert (tmp_path / "shared.txt").stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777
+    assert (tmp_path / "shared.txt").stat().st_mode & 0o777 == 0o666 & ~fairsynth.io._UMASK

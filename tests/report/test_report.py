@@ -1,94 +1,261 @@
-"""The study report: every section from the study's own files, 'not run' for what did not run,
-and a page that loads in headless Chromium with every image resolved."""
+"""The study report: every section from the study's own files with the numbers in them, 'not run'
+for what did not run, a clear error naming a corrupt file, and a page that loads in headless
+Chromium with every image resolved."""
 
 from __future__ import annotations
 
 import json
 import re
 import shutil
+from html.parser import HTMLParser
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from fairsynth.cli import app
 from fairsynth.report import ReportError, build_report
+from tests.report.conftest import copy_study
 
 runner = CliRunner()
 
-TINY = [
-    "world.n=96", "world.size=64", "prepare.resolution=[32]", "train.steps=4", "train.options.ti_steps=2",
-    "train.options.lora_steps=2", "train.batch_size=4", "train.log_every=1", "generate.plan.total=24",
-    "generate.plan.max_attempts=1.5", "generate.steps=2", "generate.batch_size=12", "downstream.epochs=1",
-    "downstream.seeds=[0,1]", "downstream.bootstrap_resamples=20", "downstream.image_size=32",
-    "filter.checks=[resolution]", "filter.options={}", "evaluate.metrics=[fd@classifier, vendi@classifier]",
-    "evaluate.extractor_options={classifier: {arch: test_resnet, size: 32}}", "evaluate.bootstrap=10",
-]
+SECTIONS = ("data", "training", "generated", "filters", "metrics", "memorisation", "downstream", "card", "run")
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory, tiny_base) -> Path:
-    """A whole tiny study (the demo recipe with seconds-long settings on the random tiny base)."""
-    work = tmp_path_factory.mktemp("report") / "study"
-    result = runner.invoke(app, ["demo", "--workdir", str(work), f"train.base.source={tiny_base}", *TINY])
-    assert result.exit_code == 0, result.output
-    return work
+class Tables(HTMLParser):
+    """The page's tables as {caption: [[cell text, ...], ...]} (header row first)."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self._caption: str | None = None
+        self._rows: list[list[str]] = []
+        self._text: list[str] | None = None
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self._caption, self._rows = "", []
+        elif tag == "tr":
+            self._rows.append([])
+        elif tag in ("td", "th", "caption"):
+            self._text = []
+
+    def handle_endtag(self, tag):
+        if tag == "caption":
+            self._caption = "".join(self._text or [])
+            self._text = None
+        elif tag in ("td", "th"):
+            self._rows[-1].append("".join(self._text or []))
+            self._text = None
+        elif tag == "table":
+            self.tables[self._caption or ""] = self._rows
+
+    def handle_data(self, data):
+        if self._text is not None:
+            self._text.append(data)
+
+    def find(self, caption_start: str) -> list[list[str]]:
+        matches = [rows for caption, rows in self.tables.items() if caption.startswith(caption_start)]
+        assert matches, f"no table captioned {caption_start!r}; tables: {list(self.tables)}"
+        return matches[0]
 
 
 def _text(html: str) -> str:
-    return re.sub(r"<[^>]+>", " ", html)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
 
 
-def test_every_section_is_there_with_the_numbers_of_the_studys_files(study):
-    page = (study / "report" / "index.html").read_text()
-    for section in ("data", "training", "generated", "filters", "metrics", "memorisation", "downstream", "card", "run"):
+def _row(rows: list[list[str]], *first: str) -> list[str]:
+    """The one row whose first cells are ``first`` (the header row, ``rows[0]``, names the columns)."""
+    found = [row for row in rows[1:] if row[: len(first)] == list(first)]
+    assert len(found) == 1, (first, rows)
+    return found[0]
+
+
+def _cell(rows: list[list[str]], row: list[str], column: str) -> str:
+    return row[rows[0].index(column)]
+
+
+@pytest.fixture(scope="module")
+def page(study) -> str:
+    """The page `fairsynth demo` wrote at the end of the study."""
+    return (study / "report" / "index.html").read_text(encoding="utf-8")
+
+
+def test_every_section_is_there_and_the_page_is_self_contained(study, page):
+    for section in SECTIONS:
         assert f'<section id="{section}">' in page, section
     assert "Stage not run" not in page
-    counts = (study / "prepared" / "counts.csv").read_text().splitlines()
-    total = counts[-1].split(",")[-1]
-    assert f"<td>{int(total):,}</td>" in page  # the class x skin-type total
+    assert '<section id="sweep">' not in page  # no sweep in this study: no section
+    assert not re.search(r'(src|href)="(?!data:|#)', page)  # nothing loaded from elsewhere
+    assert "<script" not in page and "<link" not in page and "@import" not in page and "url(" not in page
+    assert (study / "report" / "index.html").stat().st_size < 15e6
+    assert "must not be presented or used as real" in page
+
+
+def test_the_numbers_are_those_of_the_studys_files(study, page):
+    tables = Tables(page)
+    # the dataset: class x skin-type counts
+    counts = pd.read_csv(study / "prepared" / "counts.csv", index_col=0)
+    table = tables.find("Counts (prepared/counts.csv)")
+    for label in ("melanoma", "total"):
+        assert _row(table, label)[1:] == [f"{int(v):,}" for v in counts.loc[label]]
+    # training
+    info = json.loads((study / "train" / "model" / "training_info.json").read_text())
+    assert f"for {info['steps']} steps" in _text(page) and f"final loss {info['final_loss']:.3g}" in _text(page)
+    scores = json.loads((study / "train" / "conditioning.json").read_text())
+    table = tables.find("Read back from the grids' pixels")
+    assert _cell(table, _row(table, "fine-tuned"), "class as asked") == f"{scores['fine-tuned']['class_accuracy']:.3g}"
+    # generation and filters
     report = json.loads((study / "generated" / "report.json").read_text())
     assert f"{report['delivered']} images delivered of a target of {report['target']}" in _text(page)
+    table = tables.find("Per class × skin-type cell")
+    cell = report["cells"][4]
+    row = _row(table, cell["cell"])
+    assert [_cell(table, row, c) for c in ("target", "generated", "passed", "delivered")] == [
+        str(cell["target"]), str(cell["generated"]), str(cell["accepted"]), str(cell["selected"])]
+    candidates = [json.loads(line) for line in (study / "generated" / "candidates.jsonl").read_text().splitlines()]
+    table = tables.find("Per check, over every candidate")
+    assert _cell(table, _row(table, "resolution"), "passed") == str(sum(r["resolution_ok"] is True for r in candidates))
+    # metrics: value, interval, extractor and weights in one row
     evaluation = json.loads((study / "evaluation" / "evaluation.json").read_text())
     fd = next(r for r in evaluation["results"] if r["metric"] == "fd" and r["group_by"] == "overall")
-    assert f"<td>{fd['value']:.3g}</td>" in page and fd["weights_sha256"][:12] in page
+    table = tables.find("Grouped by overall")
+    row = _row(table, fd["display"], fd["on"], fd["group"])
+    assert _cell(table, row, "value") == f"{fd['value']:.3g}"
+    assert _cell(table, row, "95 % interval") == f"[{fd['ci_low']:.3g}, {fd['ci_high']:.3g}]"
+    assert _cell(table, row, "extractor") == fd["extractor"] == "classifier"
+    weights = Path(evaluation["extractors"]["classifier"]["weights_file"]).name
+    assert _cell(table, row, "weights") == f"{weights}, sha256 {fd['weights_sha256'][:12]}…"
+    assert all(_cell(table, r, "weights") != "—" and _cell(table, r, "extractor") != "—" for r in table[1:])
+    # downstream: mean ± sd over seeds, and each run's bootstrap interval
     compare = json.loads((study / "downstream" / "compare.json").read_text())
+    table = tables.find("downstream/compare.json")
     accuracy = compare["table"]["accuracy"]["arms"]["real"]
-    assert f"{accuracy['mean']:.3g} ± {accuracy['sd']:.3g}" in page
-    assert "synthetic share" in page and "must not be presented or used as real" in page
-    # self-contained: no address outside the page
-    assert not re.search(r'(src|href)="(?!data:|#)', page)
+    assert _cell(table, _row(table, "accuracy ↑"), "real") == f"{accuracy['mean']:.3g} ± {accuracy['sd']:.3g}"
+    run = json.loads((study / "downstream" / "real" / "seed-0" / "metrics.json").read_text())
+    auroc = run["metrics"]["per_ddi_group"]["group_auroc"]["I-II"]
+    table = tables.find("AUROC per group per run")
+    expected = f"{auroc['estimate']:.3g} [{auroc['low']:.3g}, {auroc['high']:.3g}]" if auroc["low"] is not None else f"{auroc['estimate']:.3g}"
+    assert _cell(table, _row(table, "real", "0"), "AUROC I-II") == expected
+    # the model card: synthetic images per classifier run
+    mixed = json.loads((study / "downstream" / "mixed" / "seed-1" / "metrics.json").read_text())["train_images"]
+    table = tables.find("Training images per classifier run")
+    row = _row(table, "mixed", "1")
+    assert [_cell(table, row, "real"), _cell(table, row, "synthetic")] == [str(mixed["real"]), str(mixed["synthetic"])]
+    assert _cell(table, row, "synthetic share") == f"{100 * mixed['synthetic'] / (mixed['real'] + mixed['synthetic']):.1f} %"
+    assert _cell(table, _row(table, "real", "0"), "synthetic") == "0"
+    card = page.split('<section id="card">')[1].split("</section>")[0]
+    assert f"<code>{info['method']}</code>" in card and info["base_model"]["source"] in card
 
 
 def test_a_study_that_only_prepared_says_the_other_stages_did_not_run(study, tmp_path):
-    shutil.copytree(study / "prepared", tmp_path / "only" / "prepared")
-    page = build_report(tmp_path / "only").read_text()
-    assert page.count("Stage not run") == 6  # training, generated, filters, metrics, memorisation, downstream
-    assert '<section id="data">' in page and "Stage not run: no outputs of `train`" in page
+    work = copy_study(study, tmp_path / "only", "prepared")
+    page = build_report(work).read_text()
+    not_run = re.findall(r"Stage not run: no outputs of (.+?) in this study", page)
+    assert not_run == ["`train`", "`generate`", "`generate`", "`evaluate`", "`generate` or `evaluate`", "`downstream`"]
+    assert '<section id="data">' in page and "Counts (prepared/counts.csv)" in page
+    assert "The generator: stage not run" in page and "The classifiers: stage not run" in page
+    assert '<section id="run">' not in page and '<section id="sweep">' not in page
+    assert re.search(r"\d\.\d{3}", _text(page).split("Stage not run")[1]) is None  # no number where nothing ran
 
 
-def test_a_sweep_table_is_shown_when_there_is_one(study, tmp_path):
-    shutil.copytree(study / "prepared", tmp_path / "s" / "prepared")
-    (tmp_path / "s" / "sweep").mkdir()
-    (tmp_path / "s" / "sweep" / "table.json").write_text(json.dumps([{"configuration": "rank=4", "FD@classifier": 12.25}]))
-    page = build_report(tmp_path / "s").read_text()
-    assert '<section id="sweep">' in page and "<td>rank=4</td>" in page and "<td>12.2</td>" in page
+@pytest.mark.parametrize("location", ["sweep/table.json", "sweep.json"])
+def test_a_sweep_table_shows_every_column(study, tmp_path, location):
+    work = copy_study(study, tmp_path / "s", "prepared")
+    rows = [{"configuration": "rank=4", "FD@classifier": 12.25, "seconds": 3},
+            {"configuration": "rank=8", "AUROC V-VI": 0.71, "note": None}]
+    (work / location).parent.mkdir(parents=True, exist_ok=True)
+    (work / location).write_text(json.dumps(rows))
+    table = Tables(build_report(work).read_text()).find(location)
+    assert table == [["configuration", "FD@classifier", "seconds", "AUROC V-VI", "note"],
+                     ["rank=4", "12.2", "3", "—", "—"], ["rank=8", "—", "—", "0.71", "—"]]
 
 
-def test_a_corrupt_input_is_an_error_naming_the_file(study, tmp_path):
-    shutil.copytree(study / "prepared", tmp_path / "bad" / "prepared")
-    (tmp_path / "bad" / "evaluation").mkdir()
-    (tmp_path / "bad" / "evaluation" / "evaluation.json").write_text("{truncated")
-    with pytest.raises(ReportError, match=r"evaluation\.json is not valid JSON"):
-        build_report(tmp_path / "bad")
-    result = runner.invoke(app, ["report", str(tmp_path / "bad")])
-    assert result.exit_code == 2 and "evaluation.json is not valid JSON" in result.output
-    assert not (tmp_path / "bad" / "report" / "index.html").exists()
+CORRUPT = [
+    ("evaluation/evaluation.json", "{truncated", r"evaluation\.json is not valid JSON"),
+    ("prepared/counts.csv", "class,FST I,total\nmelanoma,many,3\n", r"counts\.csv is not a table of image counts"),
+    ("generated/metadata.jsonl", '{"file_name": "a.png"}\n{"file_na\n', r"metadata\.jsonl, line 2: not valid JSON"),
+    ("downstream/mixed/seed-1/metrics.json", "[1, 2", r"seed-1/metrics\.json is not valid JSON"),
+    ("sweep/table.json", '{"not": "rows"}', r"table\.json is not a list of rows"),
+    ("downstream/compare.json", "[1, 2]", r"compare\.json is not a JSON object"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "message"), CORRUPT, ids=[c[0] for c in CORRUPT])
+def test_a_corrupt_input_is_an_error_naming_the_file(study, tmp_path, name, content, message):
+    work = copy_study(study, tmp_path / "bad")
+    (work / name).parent.mkdir(parents=True, exist_ok=True)
+    (work / name).write_text(content)
+    with pytest.raises(ReportError, match=message):
+        build_report(work)
+    result = runner.invoke(app, ["report", str(work)])
+    assert result.exit_code == 2 and re.search(message, result.output.replace("\n", "")), result.output
+    assert not (work / "report" / "index.html").exists()
+
+
+def test_validation_grids_are_shown_spread_over_training(study, tmp_path):
+    from PIL import Image
+
+    work = copy_study(study, tmp_path / "v", "prepared", "train")
+    (work / "train" / "validation").mkdir(exist_ok=True)
+    for step in (10, 20, 30, 40, 50, 60):  # as training.validation.save_grid names them
+        Image.new("RGB", (48, 32), (4 * step, 90, 120)).save(work / "train" / "validation" / f"step-{step:06d}.png")
+    page = build_report(work).read_text()
+    assert re.findall(r"<figcaption>Validation grid at step (\d+)", page) == ["10", "30", "40", "60"]
+
+
+def test_an_unreadable_image_is_an_error_naming_it(study, tmp_path):
+    work = copy_study(study, tmp_path / "img")
+    first = json.loads((work / "generated" / "metadata.jsonl").read_text().splitlines()[0])
+    (work / "generated" / first["file_name"]).write_bytes(b"not a png")
+    with pytest.raises(ReportError, match=re.escape(first["file_name"]) + " is not a readable image"):
+        build_report(work)
+
+
+def test_filter_rejections_and_memorised_images_are_shown_with_the_training_image(study, tmp_path):
+    """A generation whose memorisation filter rejected one candidate (its manifest columns as the filter writes them)."""
+    work = copy_study(study, tmp_path / "m", "prepared", "generated")
+    generated = work / "generated"
+    candidates = [json.loads(line) for line in (generated / "candidates.jsonl").read_text().splitlines()]
+    training = next(json.loads(line) for line in (work / "prepared" / "metadata.jsonl").read_text().splitlines())
+    copied = next(row for row in candidates if row["status"] == "surplus")
+    for row in candidates:
+        row.update(memorisation_distance=0.4, memorisation_percentile=50.0, memorisation_nearest=training["file_name"],
+                   memorisation_ok=True)
+    copied.update(memorisation_distance=0.01, memorisation_percentile=0.0, memorisation_ok=False,
+                  accepted=False, status="rejected", rejected_by="memorisation")
+    (generated / "candidates.jsonl").write_text("".join(json.dumps(row) + "\n" for row in candidates))
+    report = json.loads((generated / "report.json").read_text())
+    report["checks"]["memorisation"] = {"extractor": "dinov2", "percentile": 5.0}
+    report["memorised"] = [{"image": copied["file_name"], "copies": training["file_name"], "distance": 0.01, "lpips": None}]
+    cell = next(c for c in report["cells"] if c["cell"] == copied["cell"])
+    cell["rejected_by"] = {"memorisation": 1}
+    cell["accepted"] -= 1
+    (generated / "report.json").write_text(json.dumps(report))
+
+    page = build_report(work).read_text()
+    tables = Tables(page)
+    per_check = tables.find("Per check, over every candidate")
+    row = _row(per_check, "memorisation")
+    assert [_cell(per_check, row, c) for c in ("passed", "rejected", "not measured")] == [str(len(candidates) - 1), "1", "0"]
+    assert "distance 0.01 / 0.4 / 0.4" in _cell(per_check, row, "values")
+    per_cell = tables.find("Per class × skin-type cell")
+    assert _cell(per_cell, _row(per_cell, copied["cell"]), "rejected by memorisation") == "1"
+    assert _cell(per_cell, _row(per_cell, report["cells"][0]["cell"] if report["cells"][0]["cell"] != copied["cell"]
+                                else report["cells"][1]["cell"]), "rejected by memorisation") == "0"
+    assert "memorisation filter rejected 1 images" in _text(page)
+    caption = f"Rejected by the filter: {copied['file_name']} (left) and the training image it copies, {training['file_name']} (right)"
+    assert caption in page
+    figure = page.split('<section id="memorisation">')[1].split("</section>")[0]
+    assert figure.count('<img src="data:image/png;base64,') == 1
 
 
 def _browser():
     if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
         pytest.skip("Debian's chromium and chromium-driver packages are not installed (.ci/run installs them)")
+    pytest.importorskip("selenium", reason="the selenium package (the `test` extra) is not installed")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -115,11 +282,13 @@ def test_the_page_loads_in_headless_chromium_with_every_image_and_no_console_err
         assert driver.save_screenshot(str(shot))
     finally:
         driver.quit()
-    assert len(images) >= 6
+    assert len(images) >= 7  # heatmap, loss, 2 training grids, generated and real grids, AUROC bars
     assert all(complete and width > 0 for complete, width, _ in images), [alt for c, w, alt in images if not (c and w)]
     assert errors == []
     from PIL import Image
 
     with Image.open(shot) as screenshot:
-        colours = screenshot.convert("L").getextrema()
-        assert screenshot.size[0] >= 1000 and colours[1] - colours[0] > 100  # not a blank page
+        assert screenshot.format == "PNG" and screenshot.size[0] >= 1000
+        low, high = screenshot.convert("L").getextrema()
+        assert high - low > 100  # not a blank page
+        assert len(screenshot.convert("RGB").getcolors(1 << 24)) > 50

@@ -18,28 +18,49 @@ import pandas as pd
 from fairsynth.io import InvalidJSONError, UnsafePathError, read_optional_json, resolve_inside
 
 
+#: Where a sweep's table may be, first found wins: ``fairsynth sweep`` writes the first.
+SWEEP_TABLES = ("sweep/table.json", "sweep.json")
+
+
 class ReportInputError(ValueError):
     """A study output the report reads is present but unreadable."""
 
 
 def read_json(path: Path) -> Any:
+    """The parsed JSON of ``path``; None when absent; :class:`ReportInputError` naming it when unreadable."""
     try:
         return read_optional_json(path)
     except InvalidJSONError as err:
         raise ReportInputError(str(err)) from err
 
 
+def read_object(path: Path) -> dict[str, Any] | None:
+    """A JSON file that must hold one object (a stage's record); None when absent."""
+    value = read_json(path)
+    if value is not None and not isinstance(value, dict):
+        raise ReportInputError(f"{path} is not a JSON object (found {type(value).__name__})")
+    return value
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]] | None:
+    """The rows of a JSON-lines manifest; None when absent; :class:`ReportInputError` naming the line."""
     if not path.is_file():
         return None
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ReportInputError(f"{path} is not UTF-8 text ({err})") from err
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError as err:
             raise ReportInputError(f"{path}, line {number}: not valid JSON ({err})") from err
+        if not isinstance(row, dict):
+            raise ReportInputError(f"{path}, line {number}: expected one JSON object per line")
+        rows.append(row)
     return rows
 
 
@@ -78,7 +99,9 @@ class StudyOutputs:
     evaluation: dict[str, Any] | None
     downstream: dict[str, Any] | None
     downstream_config: dict[str, Any] | None
+    downstream_runs: dict[str, dict[int, dict[str, Any]]]  # arm -> seed -> the run's metrics.json
     sweep: list[dict[str, Any]] | None
+    sweep_file: Path | None
     run_state: dict[str, Any] | None
 
 
@@ -96,7 +119,7 @@ def _losses(path: Path) -> list[tuple[int, float]]:
 
 
 def _training(folder: Path) -> Training | None:
-    info = read_json(folder / "model" / "training_info.json")
+    info = read_object(folder / "model" / "training_info.json")
     if info is None:
         return None
     grids = {name: folder / f"grid-{stem}.png" for name, stem in (("before", "base"), ("after", "fine-tuned"))}
@@ -107,8 +130,19 @@ def _training(folder: Path) -> Training | None:
     return Training(
         info=info, losses=_losses(folder / "losses.csv"),
         grids={name: path for name, path in grids.items() if path.is_file()},
-        validation=sorted(validation), conditioning=read_json(folder / "conditioning.json"),
+        validation=sorted(validation), conditioning=read_object(folder / "conditioning.json"),
     )
+
+
+def _downstream_runs(folder: Path, compare: dict[str, Any] | None) -> dict[str, dict[int, dict[str, Any]]]:
+    """Each compared run's ``<arm>/seed-<seed>/metrics.json`` (bootstrap intervals, training images)."""
+    runs: dict[str, dict[int, dict[str, Any]]] = {}
+    for arm in (compare or {}).get("arms", []):
+        for seed in (compare or {}).get("seeds", []):
+            metrics = read_object(folder / str(arm) / f"seed-{seed}" / "metrics.json")
+            if metrics is not None:
+                runs.setdefault(str(arm), {})[int(seed)] = metrics
+    return runs
 
 
 def _yaml(path: Path) -> dict[str, Any] | None:
@@ -131,20 +165,33 @@ def collect(workdir: str | Path) -> StudyOutputs:
     counts = None
     if (prepared / "counts.csv").is_file():
         try:
-            counts = pd.read_csv(prepared / "counts.csv", index_col=0)
-        except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
-            raise ReportInputError(f"{prepared / 'counts.csv'} is not a counts table ({err})") from err
+            counts = pd.read_csv(prepared / "counts.csv", index_col=0).apply(pd.to_numeric).astype(int)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, TypeError) as err:
+            raise ReportInputError(f"{prepared / 'counts.csv'} is not a table of image counts ({err})") from err
     generation = None
     generated = work / "generated"
-    report = read_json(generated / "report.json")
+    report = read_object(generated / "report.json")
     if report is not None:
         generation = Generation(
             root=generated, report=report, delivered=read_jsonl(generated / "metadata.jsonl") or [],
             candidates=read_jsonl(generated / "candidates.jsonl") or [],
         )
-    sweep = read_json(work / "sweep" / "table.json")
+    sweep, sweep_file = None, None
+    for candidate in SWEEP_TABLES:
+        sweep = read_json(work / candidate)
+        if sweep is not None:
+            sweep_file = work / candidate
+            break
     if sweep is not None and not (isinstance(sweep, list) and all(isinstance(row, dict) for row in sweep)):
-        raise ReportInputError(f"{work / 'sweep' / 'table.json'} is not a list of rows")
+        raise ReportInputError(f"{sweep_file} is not a list of rows (one JSON object per configuration)")
+    downstream = read_object(work / "downstream" / "compare.json")
+    run_state = read_object(work / "run-state.json")
+    if run_state is not None:
+        # The stages in the order they run, whatever order the JSON file keeps them in.
+        from fairsynth.study import STAGES
+
+        order = {name: k for k, name in enumerate(STAGES)}
+        run_state = dict(sorted(run_state.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
     return StudyOutputs(
         workdir=work,
         recipe=_yaml(prepared / "config.yaml") or _yaml(work / "downstream" / "config.yaml"),
@@ -153,11 +200,13 @@ def collect(workdir: str | Path) -> StudyOutputs:
         real=read_jsonl(prepared / "metadata.jsonl"),
         training=_training(work / "train"),
         generation=generation,
-        evaluation=read_json(work / "evaluation" / "evaluation.json"),
-        downstream=read_json(work / "downstream" / "compare.json"),
+        evaluation=read_object(work / "evaluation" / "evaluation.json"),
+        downstream=downstream,
         downstream_config=_yaml(work / "downstream" / "config.yaml"),
+        downstream_runs=_downstream_runs(work / "downstream", downstream),
         sweep=sweep,
-        run_state=read_json(work / "run-state.json"),
+        sweep_file=sweep_file,
+        run_state=run_state,
     )
 
 
