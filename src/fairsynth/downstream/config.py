@@ -104,7 +104,8 @@ class DownstreamConfig:
     seeds: list[int] = knob([0, 1, 2], "Seeds; every arm runs each (at least 3 for a comparison).")
     group_by: str = knob("fst", "Sensitive attribute: a manifest column (fst is read as Roman types I-VI).")
     high_risk: list[str] = knob(
-        [], "Malignant classes: the positive side of equalized odds, equal opportunity and high-risk sensitivity.",
+        [], "Malignant classes: the positive side of equalized odds, equal opportunity and high-risk sensitivity; "
+        "empty: no high-risk task, those numbers are undefined.",
     )
     # model
     backbone: str = knob("resnet50", "timm model name (`timm.list_models()`); test_resnet is a tiny one for tests.")

@@ -437,7 +437,6 @@ def _report_numbers(
     """Every number of :func:`report`, flat, keyed by its path in the report."""
     per_class = class_auroc(p, min_positives, min_negatives)
     per_group = group_auroc(p, min_positives=min_positives, min_negatives=min_negatives)
-    sensitivity = high_risk_sensitivity(p, high_risk)
     numbers: dict[tuple, float | None] = {
         ("accuracy",): accuracy(p),
         ("balanced_accuracy",): balanced_accuracy(p),
@@ -445,6 +444,11 @@ def _report_numbers(
         **{("class_auroc", name): value for name, value in per_class.items()},
         **{("group_auroc", g): value for g, value in per_group.items()},
         ("auroc_gap",): auroc_gap(per_group),
+    }
+    if not high_risk:
+        return {**numbers, **_no_high_risk_task(p)}
+    sensitivity = high_risk_sensitivity(p, high_risk)
+    numbers |= {
         ("high_risk_sensitivity", "overall"): sensitivity["overall"],
         **{("high_risk_sensitivity", "per_group", g): v for g, v in sensitivity["per_group"].items()},
         ("equalized_odds_difference",): equalized_odds_difference(p, high_risk).value,
@@ -453,6 +457,18 @@ def _report_numbers(
         ("demographic_parity_difference",): demographic_parity_difference(p, high_risk).value,
     }
     return numbers
+
+
+def _no_high_risk_task(p: Predictions) -> dict[tuple, float | None]:
+    """The numbers of the high-risk task, undefined: a study that names no high-risk class
+    (defect types, garments) has no binary task to be fair about."""
+    return {
+        ("high_risk_sensitivity", "overall"): None,
+        **{("high_risk_sensitivity", "per_group", g): None for g in known_groups(p)},
+        ("equalized_odds_difference",): None,
+        ("equal_opportunity_difference",): None,
+        ("demographic_parity_difference",): None,
+    }
 
 
 def _auroc(is_class: np.ndarray, scores: np.ndarray) -> float:
@@ -489,6 +505,16 @@ def _report_numbers_fast(
     for g in groups:
         rows = p.groups == g  # (N,)
         per_group[g] = _mean_defined(_class_auroc_fast(p.labels[rows], p.probabilities[rows], p.classes, min_positives, min_negatives))
+    numbers: dict[tuple, float | None] = {
+        ("accuracy",): float(np.mean(predicted == p.labels)),
+        ("balanced_accuracy",): float(np.mean(recalls)),
+        ("macro_auroc",): _mean_defined(per_class),
+        **{("class_auroc", name): value for name, value in per_class.items()},
+        **{("group_auroc", g): value for g, value in per_group.items()},
+        ("auroc_gap",): auroc_gap(per_group),
+    }
+    if not high_risk:
+        return {**numbers, **_no_high_risk_task(p)}
     y_true, y_pred = high_risk_task(p, high_risk)
     tpr, fpr, selection = {}, {}, {}
     for g in groups:
@@ -501,13 +527,7 @@ def _report_numbers_fast(
     eod = (
         max(_spread({g: tpr[g] for g in both}), _spread({g: fpr[g] for g in both})) if len(both) >= 2 else None
     )
-    return {
-        ("accuracy",): float(np.mean(predicted == p.labels)),
-        ("balanced_accuracy",): float(np.mean(recalls)),
-        ("macro_auroc",): _mean_defined(per_class),
-        **{("class_auroc", name): value for name, value in per_class.items()},
-        **{("group_auroc", g): value for g, value in per_group.items()},
-        ("auroc_gap",): auroc_gap(per_group),
+    return numbers | {
         ("high_risk_sensitivity", "overall"): float(y_pred[y_true == 1].mean()) if y_true.any() else None,
         **{("high_risk_sensitivity", "per_group", g): v for g, v in tpr.items()},
         ("equalized_odds_difference",): eod,
@@ -530,13 +550,15 @@ def report(
 
     Each number is ``{"estimate", "low", "high", "level", "resamples", "usable"}``; the three
     differences add ``groups_used`` and ``dropped``. All numbers share the same stratified
-    resamples. ``groups`` counts the samples and high-risk samples of each group.
+    resamples. ``groups`` counts the samples and high-risk samples of each group. With no
+    ``high_risk`` class the high-risk sensitivity and the three differences are undefined (None).
 
     Example: ``json.dumps(report(p, high_risk=("melanoma", "bcc"), group_of=ddi_group))``.
     """
     if group_of is not None:
         p = regroup(p, group_of)
-    y_true, _ = high_risk_task(p, high_risk)
+    # no high-risk class named: no binary task, its numbers are undefined (None)
+    y_true = high_risk_task(p, high_risk)[0] if high_risk else np.zeros_like(p.labels)
     estimates = _report_numbers(p, high_risk, min_positives, min_negatives)  # sklearn / fairlearn
     intervals = bootstrap_many(
         p, lambda q: _report_numbers_fast(q, high_risk, min_positives, min_negatives), resamples, level, seed,
@@ -560,9 +582,10 @@ def report(
             node = node.setdefault(key, {})
         node[path[-1]] = interval.to_dict()
     for name, difference in (
-        ("equalized_odds_difference", equalized_odds_difference(p, high_risk)),
-        ("equal_opportunity_difference", equal_opportunity_difference(p, high_risk)),
-        ("demographic_parity_difference", demographic_parity_difference(p, high_risk)),
+        ("equalized_odds_difference", equalized_odds_difference),
+        ("equal_opportunity_difference", equal_opportunity_difference),
+        ("demographic_parity_difference", demographic_parity_difference),
     ):
-        result[name].update(groups_used=list(difference.groups_used), dropped=list(difference.dropped))
+        found = difference(p, high_risk) if high_risk else Difference(None, (), ())
+        result[name].update(groups_used=list(found.groups_used), dropped=list(found.dropped))
     return result

@@ -312,7 +312,10 @@ def train(recipe: "Recipe", *, resume: str | Path | None = None, progress: bool 
         project_dir=str(output / "logs"),
     )
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
-    weight_dtype = WEIGHT_DTYPES[cfg.mixed_precision]
+    # Frozen weights are stored in the autocast precision only where autocast runs: accelerate
+    # runs fp16 on a CPU in float32 (no fp16 autocast there), and fp16 text embeddings would then
+    # meet the float32 UNet.
+    weight_dtype = WEIGHT_DTYPES[cfg.mixed_precision] if accelerator.native_amp else torch.float32
     is_main = accelerator.is_main_process
 
     # 2. The records of the training split: bad data fails here, before any model loads.
