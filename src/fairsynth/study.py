@@ -115,7 +115,7 @@ def stages_of(recipe: "Recipe") -> list[Stage]:
     # A base given as a local folder or file is an input like the data; a hub id or the
     # embedded base is named by the train section itself.
     base = Path(recipe.train.base.source)
-    base_inputs = (base,) if recipe.train.base.source not in ("", "embedded") and base.exists() else ()
+    base_inputs = (base,) if recipe.train.base.source not in ("", "embedded", "embedded-sdxl") and base.exists() else ()
     downstream_folders: tuple[Path, ...] = (downstream,)
     if "classifier" in names:
         # the classifier stage owns real/seed-<first>: a stale comparison must not take it along

@@ -383,7 +383,7 @@ def run_sweep(
     jobs = [("baseline", baseline, None)]
     for config in configs:
         jobs.append((config.name, part_recipe(recipe, config.overrides, sweep_dir / folder_name(config), stages, arms), config))
-    embedded = recipe.train.base.source == "embedded"
+    embedded = recipe.train.base.source in ("embedded", "embedded-sdxl")  # both learned the generic world
     base_following = None
     if forgetting and embedded:
         base_following = generic_prompt_following(recipe, [], seed=recipe.seed)

@@ -28,6 +28,13 @@ text encoder in the dtype of its file, so float16 files would give a float16 tex
 next to a float32 UNet on a CPU, which trains badly and slowly. The text encoder keeps the
 whole CLIP vocabulary so that SD's token ids (and new words such as "melanoma") work
 unchanged; most of its size is that embedding table, trained only on the generic words.
+
+An SDXL-shaped twin ships beside it (``assets/base/tiny-sdxl``, ``train.base.source:
+embedded-sdxl``, :func:`embedded_sdxl_base_path`) so that the SDXL paths — two text encoders,
+pooled text embedding, size/crop time ids — run end to end offline too. It is a smaller
+effort: ``scripts/build_embedded_sdxl.py`` reuses this base's VAE, tokenizer and text encoder
+(frozen; the second encoder is the same text model with a projection) and trains only an
+SDXL-shaped UNet (:func:`embedded_sdxl_configs`) on the same generic world.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import importlib.resources
 from pathlib import Path
 from typing import Any
 
-from fairsynth.models.architectures import build_components, build_pipeline, sd15_configs
+from fairsynth.models.architectures import build_components, build_pipeline, sd15_configs, sdxl_configs
 from fairsynth.models.tokenizer import save_clip_tokenizer
 
 #: Side of the images the embedded base draws, in pixels.
@@ -61,6 +68,22 @@ REQUIRED_FILES = (
     "tokenizer/merges.txt",
     "scheduler/scheduler_config.json",
 )
+
+#: Where the shipped SDXL-shaped base lives, relative to the ``fairsynth`` package.
+EMBEDDED_SDXL_PACKAGE_PATH = ("assets", "base", "tiny-sdxl")
+#: The command that builds it (from the repository root; needs the tiny-sd base first).
+BUILD_COMMAND_SDXL = "python scripts/build_embedded_sdxl.py --out src/fairsynth/assets/base/tiny-sdxl --resume"
+#: Files of an SDXL pipeline folder: SD's plus the second text encoder and tokenizer.
+REQUIRED_FILES_SDXL = REQUIRED_FILES + (
+    "text_encoder_2/config.json",
+    "text_encoder_2/model.safetensors",
+    "tokenizer_2/vocab.json",
+    "tokenizer_2/merges.txt",
+)
+#: SDXL micro-conditioning of every generic-world image (Podell et al. 2023, sec. 2.2):
+#: original size (h, w), crop top-left (y, x), target size (h, w). The world is drawn at the
+#: embedded resolution and never cropped.
+EMBEDDED_SDXL_TIME_IDS = (EMBEDDED_RESOLUTION, EMBEDDED_RESOLUTION, 0, 0, EMBEDDED_RESOLUTION, EMBEDDED_RESOLUTION)
 
 
 class EmbeddedBaseMissing(FileNotFoundError):
@@ -113,13 +136,51 @@ def embedded_sd_configs() -> dict[str, dict[str, Any]]:
     }
 
 
+def embedded_sdxl_configs() -> dict[str, dict[str, Any]]:
+    """Configs of the SDXL-shaped embedded base, derived from SDXL's as the SD one is from SD 1.5's.
+
+    Both text encoders are the SD base's trained 32-wide CLIP text model (``text_encoder_2``
+    adds a 32x32 ``text_projection``, as SDXL's OpenCLIP bigG does at 1280), so the UNet's
+    cross-attention reads 32 + 32 = 64 dims. The UNet keeps SDXL's block order (no attention
+    in the highest-resolution level), ``use_linear_projection`` and ``"text_time"`` added
+    embedding: pooled text (32) + six micro-conditioning numbers of 16 dims each. The VAE,
+    tokenizer and noise schedule are the SD base's; the sampler is SDXL's (Euler).
+    """
+    sdxl, sd = sdxl_configs(), embedded_sd_configs()
+    text_encoder = copy.deepcopy(sd["text_encoder"])
+    text_encoder_2 = copy.deepcopy(text_encoder)
+    addition_time_embed_dim = 16
+    # Only what differs from SDXL is written here; every other key is SDXL's own.
+    unet = copy.deepcopy(sdxl["unet"])
+    unet.update(
+        sample_size=EMBEDDED_RESOLUTION // 4,
+        block_out_channels=[48, 48, 64],
+        layers_per_block=1,
+        transformer_layers_per_block=[1, 1, 1],
+        cross_attention_dim=text_encoder["hidden_size"] + text_encoder_2["hidden_size"],
+        attention_head_dim=[4, 4, 4],  # diffusers' name for the head count, as in SDXL's config
+        addition_time_embed_dim=addition_time_embed_dim,
+        projection_class_embeddings_input_dim=text_encoder_2["projection_dim"] + 6 * addition_time_embed_dim,
+        norm_num_groups=16,
+    )
+    return {
+        "unet": unet,
+        "vae": copy.deepcopy(sd["vae"]),
+        "text_encoder": text_encoder,
+        "text_encoder_2": text_encoder_2,
+        "tokenizer": copy.deepcopy(sdxl["tokenizer"]),
+        "tokenizer_2": copy.deepcopy(sdxl["tokenizer_2"]),
+        "scheduler": copy.deepcopy(sdxl["scheduler"]),
+    }
+
+
 def embedded_components(seed: int = 0) -> dict[str, Any]:
     """The embedded architecture with random (seeded) weights: for the build script and tests."""
     return build_components(embedded_sd_configs(), seed)
 
 
 def save_embedded_pipeline(components: dict[str, Any], folder: str | Path) -> Path:
-    """Write ``components`` as a diffusers SD folder with SD 1.5's hub file layout.
+    """Write ``components`` as a diffusers SD (or SDXL) folder with the hub's file layout.
 
     The tokenizer folder holds ``vocab.json`` and ``merges.txt`` (as SD 1.5 on the hub) but
     not transformers' ``tokenizer.json``: it repeats the same vocabulary in 3.6 MB, a quarter
@@ -128,8 +189,10 @@ def save_embedded_pipeline(components: dict[str, Any], folder: str | Path) -> Pa
     folder = Path(folder)
     pipeline = build_pipeline(components)
     pipeline.save_pretrained(folder, safe_serialization=True)
-    save_clip_tokenizer(components["tokenizer"], folder / "tokenizer")
-    (folder / "tokenizer" / "tokenizer.json").unlink(missing_ok=True)
+    for name in ("tokenizer", "tokenizer_2"):
+        if components.get(name) is not None:
+            save_clip_tokenizer(components[name], folder / name)
+            (folder / name / "tokenizer.json").unlink(missing_ok=True)
     return folder
 
 
@@ -145,8 +208,23 @@ def folder_bytes(folder: str | Path) -> int:
 
 def embedded_base_folder() -> Path:
     """The shipped folder ``fairsynth/assets/base/tiny-sd`` (whether or not it is built)."""
-    root = importlib.resources.files("fairsynth")
-    return Path(str(root.joinpath(*EMBEDDED_BASE_PACKAGE_PATH)))
+    return Path(str(importlib.resources.files("fairsynth").joinpath(*EMBEDDED_BASE_PACKAGE_PATH)))
+
+
+def embedded_sdxl_base_folder() -> Path:
+    """The shipped folder ``fairsynth/assets/base/tiny-sdxl`` (whether or not it is built)."""
+    return Path(str(importlib.resources.files("fairsynth").joinpath(*EMBEDDED_SDXL_PACKAGE_PATH)))
+
+
+def _built(folder: Path, required: tuple[str, ...], what: str, effort: str, command: str) -> Path:
+    """``folder`` if every required file is there, else EmbeddedBaseMissing naming ``command``."""
+    missing = [name for name in required if not (folder / name).is_file()]
+    if missing:
+        raise EmbeddedBaseMissing(
+            f"the {what} is not built: {folder} lacks {', '.join(missing[:3])}"
+            f"{' and more' if len(missing) > 3 else ''}. Build it ({effort}, resumable) with: {command}"
+        )
+    return folder
 
 
 def embedded_base_path() -> Path:
@@ -160,12 +238,27 @@ def embedded_base_path() -> Path:
         >>> from diffusers import StableDiffusionPipeline
         >>> pipe = StableDiffusionPipeline.from_pretrained(embedded_base_path())  # doctest: +SKIP
     """
-    folder = embedded_base_folder()
-    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
-    if missing:
-        raise EmbeddedBaseMissing(
-            f"the embedded base model is not built: {folder} lacks {', '.join(missing[:3])}"
-            f"{' and more' if len(missing) > 3 else ''}. Build it (hours on a CPU, resumable) with: "
-            f"{BUILD_COMMAND}"
-        )
-    return folder
+    return _built(embedded_base_folder(), REQUIRED_FILES, "embedded base model", "hours on a CPU", BUILD_COMMAND)
+
+
+def embedded_sdxl_base_path() -> Path:
+    """The shipped SDXL-shaped embedded base, ready for ``StableDiffusionXLPipeline.from_pretrained``.
+
+    Built by ``scripts/build_embedded_sdxl.py`` from the SD base (its VAE, tokenizer and text
+    encoder, frozen) and an SDXL-shaped UNet trained on the same generic world; its model
+    card (``README.md`` in the folder) gives the measured prompt following.
+
+    Raises:
+        EmbeddedBaseMissing: a required file is absent; the message names the build command.
+
+    Example:
+        >>> from diffusers import StableDiffusionXLPipeline
+        >>> pipe = StableDiffusionXLPipeline.from_pretrained(embedded_sdxl_base_path())  # doctest: +SKIP
+    """
+    return _built(
+        embedded_sdxl_base_folder(),
+        REQUIRED_FILES_SDXL,
+        "embedded SDXL base model",
+        "half an hour on a CPU after the SD base",
+        BUILD_COMMAND_SDXL,
+    )

@@ -67,6 +67,8 @@ class BaseModelNotFound(FileNotFoundError):
 
 #: ``source`` naming fairsynth's shipped tiny base (:func:`fairsynth.models.embedded.embedded_base_path`).
 EMBEDDED = "embedded"
+#: ``source`` naming its SDXL-shaped twin (:func:`fairsynth.models.embedded.embedded_sdxl_base_path`).
+EMBEDDED_SDXL = "embedded-sdxl"
 
 
 @dataclass
@@ -76,8 +78,9 @@ class BaseModelConfig:
     source: str = knob(
         "runwayml/stable-diffusion-v1-5",
         "Hub id (read from the local Hugging Face cache when offline), a diffusers folder with "
-        "model_index.json, a single .safetensors checkpoint (A1111/ComfyUI layout), or `embedded`: "
-        "fairsynth's own tiny SD-shaped base (64 px, offline).",
+        "model_index.json, a single .safetensors checkpoint (A1111/ComfyUI layout), `embedded`: "
+        "fairsynth's own tiny SD-shaped base (64 px, offline), or `embedded-sdxl`: its SDXL-shaped "
+        "twin (two text encoders, 64 px, offline).",
     )
     revision: str | None = knob(None, "Hub branch, tag or commit; hub ids only.")
     variant: str | None = knob(
@@ -315,7 +318,8 @@ def load_base(
             ``stabilityai/stable-diffusion-2-1-base``, ``stabilityai/stable-diffusion-xl-base-1.0``),
             a diffusers folder (``model_index.json``), or a single-file checkpoint. Single
             files should be ``.safetensors``; ``.ckpt``/``.pt``/``.bin`` are read only when
-            ``torch.load(weights_only=True)`` accepts them.
+            ``torch.load(weights_only=True)`` accepts them. ``"embedded"`` / ``"embedded-sdxl"``:
+            fairsynth's shipped tiny SD / SDXL-shaped bases.
         kind: ``"auto"`` reads it from the model; ``"sd"``/``"sdxl"`` also check it.
         dtype: ``"float32"``, ``"float16"``, ``"bfloat16"`` or a ``torch.dtype``.
         revision: hub branch/tag/commit (hub ids only).
@@ -340,10 +344,11 @@ def load_base(
     torch_dtype = _torch_dtype(dtype)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else hub_cache_dir()
     text = os.fspath(source)
-    if text == EMBEDDED:
-        from fairsynth.models.embedded import embedded_base_path
+    if text in (EMBEDDED, EMBEDDED_SDXL):
+        from fairsynth.models.embedded import embedded_base_path, embedded_sdxl_base_path
 
-        text = os.fspath(embedded_base_path())  # raises EmbeddedBaseMissing, naming the build command
+        # raises EmbeddedBaseMissing, naming the build command
+        text = os.fspath(embedded_base_path() if text == EMBEDDED else embedded_sdxl_base_path())
     path = Path(text).expanduser()
     if path.exists() or _looks_like_path(text):
         if revision is not None:
