@@ -1,25 +1,26 @@
-"""Benchmark of `fairsynth generate`: batching, overhead outside the networks, sampler cost.
+"""Benchmark of `fairsynth generate`: batching, overhead outside the networks, sampler cost and quality.
 
-    python benchmarks/bench_generate.py                  # a few minutes on 2 CPU cores
-    python benchmarks/bench_generate.py --images 16      # a quick look
+    python benchmarks/bench_generate.py                          # the embedded base, a few minutes on 2 cores
+    python benchmarks/bench_generate.py --base tiny --images 16  # random tiny weights, a quick look
+    python benchmarks/bench_generate.py --study runs/demo        # + FD of DPM-Solver++ 20 vs DDIM 50
 
-Everything runs offline on the tiny SD-1.5-shaped pipeline with random weights
-(:func:`fairsynth.models.architectures.tiny_sd_components`, seed 0), on one torch thread, so
-that the numbers measure fairsynth's machinery; on a real base the UNet dominates even more.
-Ratios, each measured in this one run:
+Everything runs offline on one torch thread. ``--base embedded`` (default) is the shipped
+64 px SD-1.5-shaped base (:func:`fairsynth.models.embedded.embedded_base_path`); ``--base
+tiny`` the diffusers-test-sized pipeline with random weights (seed 0), where per-call
+overhead dominates. Ratios, each measured in this one run:
 
-1. batching: images/s of whole `generate` runs with batch_size 8 over batch_size 1 (target >= 2x),
-   at 16 px (8x8 latents: per-call overhead dominates) and at --size (32 px: 16x16 latents, where
-   the tiny UNet's attention is already compute-bound on a CPU and batching gains less);
-2. overhead (at --size): the share of the generation wall time spent outside the UNet and VAE forward
+1. batching: images/s of whole `generate` runs with batch_size 8 over batch_size 1 (target >= 2x);
+2. overhead: the share of the generation wall time spent outside the UNet and VAE forward
    passes — planning, checks (resolution, brightness, sharpness), PNG encoding, hashing,
    journal and manifests, text encoding — with batch_size 8 (target <= 10 %); model loading
    is reported separately;
 3. sampler cost: UNet evaluations per image (rows through the UNet, counted by a hook) for
-   DPM-Solver++ at 20 steps vs DDIM at 50, and the Fréchet distance of each set to a reference
-   set — pending: FID needs Inception weights (`fairsynth weights fetch inception`) and a base
-   that has learned something (the embedded base, `scripts/build_embedded_base.py`); neither is
-   on this machine, so no quality number is printed.
+   DPM-Solver++ at 20 steps vs DDIM at 50; with ``--study`` (a finished `fairsynth demo` or
+   `fairsynth run` folder) also the quality of each: both schedulers generate the study's
+   plan with its fine-tuned model and its filters, and `fairsynth evaluate` measures the
+   Fréchet distance to the real images in the features of the study's own real-data
+   classifier (FD@classifier: Inception FID needs weights this machine lacks, and knows no
+   dermoscopy).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class NetworkTimer:
         self.seconds += time.perf_counter() - self._start
 
 
-def run(base: Path, workdir: Path, images: int, batch_size: int, scheduler: str, steps: int, size: int) -> dict:
+def run(base: Path | str, workdir: Path, images: int, batch_size: int, scheduler: str, steps: int, size: int) -> dict:
     import fairsynth.generation.run as run_module
     from fairsynth.generation.pipeline import load_sampler as real_load
     from fairsynth.recipe import load_recipe
@@ -102,27 +103,57 @@ def run(base: Path, workdir: Path, images: int, batch_size: int, scheduler: str,
     }
 
 
+def quality(study: Path, scheduler: str, steps: int, images: int, workdir: Path) -> dict:
+    """Generate the study's plan with one scheduler and measure FD@classifier against its real images."""
+    import json
+
+    import fairsynth.generation.run as run_module
+    from fairsynth.metrics.evaluate import evaluate
+    from fairsynth.recipe import load_recipe
+
+    recipe = load_recipe(study / "downstream" / "config.yaml", [
+        f"generate.output={workdir}", f"generate.scheduler={scheduler}", f"generate.steps={steps}",
+        f"generate.plan.total={images}", "generate.batch_size=24",
+        f"evaluate.output={workdir / 'evaluation'}", f"evaluate.synthetic={workdir / 'metadata.jsonl'}",
+        "evaluate.metrics=[fd@classifier]", "evaluate.by=[]", "evaluate.bootstrap=0",
+    ])
+    start = time.perf_counter()
+    run_module.generate(recipe, progress=False, log=lambda m: None)
+    seconds = time.perf_counter() - start
+    evaluate(recipe.evaluate, progress=lambda m: None)
+    rows = json.loads((workdir / "evaluation" / "evaluation.json").read_text())["results"]
+    fd = next(r["value"] for r in rows if r["metric"] == "fd" and r["group_by"] == "overall")
+    return {"fd": fd, "seconds": seconds}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", default="embedded", help="`embedded` (the shipped base, 64 px) or `tiny` (random weights, 32 px)")
     parser.add_argument("--images", type=int, default=48, help="images per run")
-    parser.add_argument("--size", type=int, default=32, help="image side in pixels (the tiny base: 32, 16x16 latents)")
+    parser.add_argument("--size", type=int, default=None, help="image side in pixels (default: 64 embedded, 32 tiny)")
     parser.add_argument("--steps", type=int, default=20, help="steps of the batching / overhead runs")
+    parser.add_argument("--study", type=Path, default=None, help="a finished demo/run folder: adds the FD of each scheduler")
+    parser.add_argument("--quality-images", type=int, default=240, help="images per scheduler for the FD comparison")
     args = parser.parse_args()
     torch.set_num_threads(1)
     from fairsynth.models.architectures import build_pipeline, tiny_sd_components
+    from fairsynth.models.embedded import embedded_base_path
 
     root = Path(tempfile.mkdtemp(prefix="bench-generate-"))
     try:
-        base = root / "base"
-        build_pipeline(tiny_sd_components(seed=0)).save_pretrained(base)
-        print(f"tiny SD base (random weights), {args.size} px, {args.images} images, CPU, 1 thread\n")
+        if args.base == "tiny":
+            base = root / "base"
+            build_pipeline(tiny_sd_components(seed=0)).save_pretrained(base)
+            size, what = args.size or 32, "tiny SD base (random weights)"
+        else:
+            base, size, what = embedded_base_path(), args.size or 64, "embedded base"
+        print(f"{what}, {size} px, {args.images} images, CPU, 1 thread\n")
 
-        for side in sorted({16, args.size}):
-            one = run(base, root / f"b1-{side}", args.images, 1, "dpmsolver++", args.steps, side)
-            eight = run(base, root / f"b8-{side}", args.images, 8, "dpmsolver++", args.steps, side)
-            ratio = eight["images_per_second"] / one["images_per_second"]
-            print(f"1. batching at {side} px: batch 8 {eight['images_per_second']:.2f} img/s vs batch 1 "
-                  f"{one['images_per_second']:.2f} img/s = {ratio:.2f}x  (target >= 2x) {'OK' if ratio >= 2 else 'MISSED'}")
+        one = run(base, root / "b1", args.images, 1, "dpmsolver++", args.steps, size)
+        eight = run(base, root / "b8", args.images, 8, "dpmsolver++", args.steps, size)
+        ratio = eight["images_per_second"] / one["images_per_second"]
+        print(f"1. batching at {size} px: batch 8 {eight['images_per_second']:.2f} img/s vs batch 1 "
+              f"{one['images_per_second']:.2f} img/s = {ratio:.2f}x  (target >= 2x) {'OK' if ratio >= 2 else 'MISSED'}")
 
         share = 1 - eight["networks"] / eight["generation"]
         print(f"2. outside UNet+VAE: {100 * share:.1f} % of {eight['generation']:.2f} s of generation "
@@ -130,13 +161,21 @@ def main() -> None:
               f"{eight['loading']:.2f} s ({100 * eight['loading'] / eight['wall']:.0f} % of the whole command)")
 
         small = max(8, args.images // 3)
-        dpm = run(base, root / "dpm", small, 8, "dpmsolver++", 20, args.size)
-        ddim = run(base, root / "ddim", small, 8, "ddim", 50, args.size)
+        dpm = run(base, root / "dpm", small, 8, "dpmsolver++", 20, size)
+        ddim = run(base, root / "ddim", small, 8, "ddim", 50, size)
         print(f"3. UNet evaluations per image (rows, guidance 7.5 doubles them): DPM-Solver++ 20 steps "
               f"{dpm['unet_rows_per_image']:.0f} vs DDIM 50 steps {ddim['unet_rows_per_image']:.0f} "
               f"= {ddim['unet_rows_per_image'] / dpm['unet_rows_per_image']:.2f}x fewer; images/s "
               f"{dpm['images_per_second']:.2f} vs {ddim['images_per_second']:.2f}")
-        print("   FID of each: pending (no Inception weights and no trained embedded base on this machine)")
+        if args.study is None:
+            print("   quality of each: pass --study <a finished demo folder> to measure FD@classifier")
+        else:
+            torch.set_num_threads(2)
+            fast = quality(args.study, "dpmsolver++", 20, args.quality_images, root / "q-dpm")
+            slow = quality(args.study, "ddim", 50, args.quality_images, root / "q-ddim")
+            print(f"   FD@classifier to the real images ({args.quality_images} generated and filtered images each, "
+                  f"the study's fine-tuned model): DPM-Solver++ 20 steps {fast['fd']:.2f} in {fast['seconds']:.0f} s, "
+                  f"DDIM 50 steps {slow['fd']:.2f} in {slow['seconds']:.0f} s (lower is closer)")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
