@@ -56,6 +56,9 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "lr": ("train.learning_rate",),
 }
 
+#: The name of the real-only row of the table.
+BASELINE = "real only (baseline)"
+
 #: Prompts of the forgetting check on the embedded base.
 FORGETTING_PROMPTS = 48
 
@@ -284,10 +287,17 @@ def gather(folder: Path, configuration: Configuration, status: str, arms: Sequen
     return Row(configuration.name, dict(configuration.settings), status, values)
 
 
-def render_markdown(rows: list[dict[str, Any]]) -> str:
+def table_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """Columns in first-seen order, configurations' rows first: the baseline row (downstream
+    numbers only) must not push the settings behind its columns."""
     columns: list[str] = []
-    for row in rows:
+    for row in sorted(rows, key=lambda row: row.get("configuration") == BASELINE):
         columns += [key for key in row if key not in columns]
+    return columns
+
+
+def render_markdown(rows: list[dict[str, Any]]) -> str:
+    columns = table_columns(rows)
 
     def cell(value: Any) -> str:
         if value is None:
@@ -308,9 +318,7 @@ def write_table(sweep_dir: Path, rows: list[dict[str, Any]], notes: list[str]) -
 
     sweep_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(sweep_dir / "table.json", json.dumps(rows, indent=1, default=str) + "\n")
-    columns: list[str] = []
-    for row in rows:
-        columns += [key for key in row if key not in columns]
+    columns = table_columns(rows)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
@@ -407,7 +415,7 @@ def run_sweep(
             log(f"  {status}")
         if config is None:
             compare = _read_json(folder / "downstream" / "compare.json")
-            rows.append({"configuration": "real only (baseline)", "status": status, **downstream_columns(compare, "real")})
+            rows.append({"configuration": BASELINE, "status": status, **downstream_columns(compare, "real")})
             continue
         if code == 0 and forgetting and embedded and not (folder / "forgetting.json").is_file():
             from fairsynth.generation.config import AdapterSpec
