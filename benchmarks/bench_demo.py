@@ -21,8 +21,10 @@ import time
 from pathlib import Path
 
 TARGET_SECONDS = 600.0
-STAGES = {"1": "world, validate, prepare", "2": "fine-tune + class x skin-type grid", "3": "real-data classifier",
-          "4": "generate + filter", "5": "downstream comparison"}
+STAGES = {"world": "procedural world, validated", "prepare": "prepare (64 px, hair removal)",
+          "train": "fine-tune + class x skin-type grid", "classifier": "real-data classifier",
+          "generate": "generate + filter", "evaluate": "evaluate (classifier features)",
+          "downstream": "downstream comparison", "report": "HTML report"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,11 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo failed with exit code {done.returncode}")
         return done.returncode
     line = [l for l in done.stdout.splitlines() if "total" in l and "s;" in l][-1]
-    stages = dict(re.findall(r"(\d): (\d+) s", line))
+    stages = dict(re.findall(r"(\w+): (\d+) s", line))  # "world: 3 s; prepare: 5 s; ...; total 598 s"
     print(f"fairsynth demo on {os.cpu_count()} CPU cores, {args.threads} threads, overrides {args.overrides or 'none'}")
     for key, name in STAGES.items():
         if key in stages:
-            print(f"  {key}. {name:38s} {float(stages[key]):7.0f} s")
+            print(f"  {key:<10s} {name:38s} {float(stages[key]):7.0f} s")
     print(f"  total (wall, process start to exit)         {wall:7.0f} s  = {wall / TARGET_SECONDS:.2f} x the 10-minute target")
     return 0
 
