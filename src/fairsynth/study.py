@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
 
-from fairsynth.io import atomic_write_text
+from fairsynth.io import atomic_write_text, sha256_file
 
 if TYPE_CHECKING:
     from fairsynth.recipe import Recipe
@@ -189,12 +189,10 @@ def file_digest(path: Path) -> str:
     A folder of 60,000 images is listed, not read: a changed, added or removed image changes
     the listing, and reading every byte at every run would cost minutes.
     """
-    digest = hashlib.sha256()
     if path.is_file():
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    elif path.is_dir():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    if path.is_dir():
         for root, dirs, files in os.walk(path):
             dirs.sort()
             for name in sorted(files):

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from fairsynth.config import ConfigError, dump_yaml
+from fairsynth.config import ConfigError, apply_overrides, dump_yaml, from_dict
 from fairsynth.io import InvalidJSONError, atomic_write_text, read_optional_json
 
 if TYPE_CHECKING:
@@ -166,7 +166,7 @@ def shared_recipe(recipe: "Recipe") -> "Recipe":
 
 def part_recipe(recipe: "Recipe", overrides: Sequence[str], folder: Path, stages: Sequence[str], arms: Sequence[str]) -> "Recipe":
     """A configuration's study: the parent's data and classifier, its own training onwards."""
-    from fairsynth.recipe import load_recipe
+    from fairsynth.recipe import Recipe
 
     base = dataclasses.asdict(recipe)
     base.update(workdir=str(folder), stages=list(stages), world=None)
@@ -176,15 +176,10 @@ def part_recipe(recipe: "Recipe", overrides: Sequence[str], folder: Path, stages
     base["generate"].update(output="", adapters=None)
     base["evaluate"].update(output="", synthetic="", cache_dir=recipe.evaluate.cache_dir)
     base["downstream"].update(output="", synthetic="", arms=list(arms))
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as scratch:
-        path = Path(scratch) / "recipe.yaml"
-        path.write_text(dump_yaml_dict(base), encoding="utf-8")
-        try:
-            part = load_recipe(path, list(overrides))
-        except ConfigError as err:
-            raise SweepError(f"configuration {list(overrides)}: {err}") from err
+    try:
+        part = from_dict(Recipe, apply_overrides(base, list(overrides)))
+    except ConfigError as err:
+        raise SweepError(f"configuration {list(overrides)}: {err}") from err
     # the shared real-data classifier, not one per configuration
     confidence = part.filter.options.get("classifier_confidence")
     parent_confidence = recipe.filter.options.get("classifier_confidence")
@@ -193,12 +188,6 @@ def part_recipe(recipe: "Recipe", overrides: Sequence[str], folder: Path, stages
     if recipe.evaluate.weights.get("classifier"):
         part.evaluate.weights["classifier"] = recipe.evaluate.weights["classifier"]
     return part
-
-
-def dump_yaml_dict(values: dict[str, Any]) -> str:
-    import yaml
-
-    return yaml.safe_dump(values, sort_keys=False, allow_unicode=True)
 
 
 # --------------------------------------------------------------------------------------
