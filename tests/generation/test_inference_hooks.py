@@ -55,6 +55,7 @@ def test_export_loads_for_generation(name: str, tmp_path) -> None:
     for pipe in (trained, fresh):
         pipe.set_progress_bar_config(disable=True)
     reference = adapter
+    assert ("<melanoma-FST-I>" in adapter.tokens) == (name in ("textual_inversion", "pivotal")), adapter.tokens
     if name in ("textual_inversion", "pivotal"):
         # the trained pipeline's tokenizer holds the tokens already; expand prompts for it
         from fairsynth.methods.textual_inversion import expand_placeholder_tokens
@@ -70,3 +71,16 @@ def test_scale_applies_to_lora_only(tmp_path) -> None:
     method.export(components, tmp_path / "model")
     with pytest.raises(MethodError, match="no strength to scale"):
         method.load_for_inference(build_pipeline(tiny_sd_components(0)), tmp_path / "model", scale=0.5)
+
+
+def test_prompt_without_trained_tokens_warns() -> None:
+    from types import SimpleNamespace
+
+    from fairsynth.generation.run import token_warnings
+
+    sampler = SimpleNamespace(tokens=["<melanoma-FST-I>", "<nevus-FST-I>"])
+    template = "a photo of {diagnosis}"
+    (warning,) = token_warnings(sampler, {"melanoma|fst=1": "a photo of melanoma"}, template)
+    assert "names none of the 2 trained token(s)" in warning and "{token}" in warning and template in warning
+    assert token_warnings(sampler, {"melanoma|fst=1": "<melanoma-FST-I>, a photo of melanoma"}, template) == []
+    assert token_warnings(SimpleNamespace(tokens=[]), {"melanoma|fst=1": "a photo of melanoma"}, template) == []

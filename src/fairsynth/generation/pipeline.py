@@ -166,6 +166,11 @@ class Sampler:
         return found[0] if found else None
 
     @property
+    def tokens(self) -> list[str]:
+        """Placeholder tokens of every loaded output (textual inversion, pivotal)."""
+        return [token for a in self.adapters for token in a.tokens]
+
+    @property
     def attention(self) -> str:
         processors = {type(p).__name__ for p in self.pipe.unet.attn_processors.values()}
         return ",".join(sorted(processors))

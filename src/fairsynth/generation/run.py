@@ -242,6 +242,19 @@ def cell_warnings(sampler: Any, plan: Plan) -> list[str]:
     ]
 
 
+def token_warnings(sampler: Any, prompts: dict[str, str], template: str) -> list[str]:
+    """A warning when trained placeholder tokens are loaded but no cell's prompt names one:
+    the images would come from the base's words alone, not from what the tokens learned."""
+    tokens = sampler.tokens
+    if not tokens or any(token in prompt for prompt in prompts.values() for token in tokens):
+        return []
+    return [
+        f"generate.prompt {template!r} names none of the {len(tokens)} trained token(s) ({', '.join(tokens[:3])}"
+        f"{', ...' if len(tokens) > 3 else ''}); put {{token}} (one per class x skin type) or {{class_token}} in it, "
+        "as the training captions had them"
+    ]
+
+
 def cell_prompts(recipe: "Recipe", plan: Plan) -> dict[str, str]:
     prompts = {}
     for c in plan.cells:
@@ -339,7 +352,7 @@ def generate(recipe: "Recipe", *, progress: bool = True, log: Log = print) -> Ge
     prompts = cell_prompts(recipe, plan)
     sources = _source_pool(recipe, real, plan, cfg.img2img.source, cfg.img2img.same, "img2img source") if cfg.img2img.enabled else {}
     references = _source_pool(recipe, real, plan, {}, cfg.ip_adapter.same, "IP-Adapter reference") if cfg.ip_adapter.enabled else {}
-    warnings = cell_warnings(sampler, plan) + list(plan.notes)
+    warnings = cell_warnings(sampler, plan) + token_warnings(sampler, prompts, cfg.prompt) + list(plan.notes)
     resumed = False
     if workers.is_main:
         resumed = folder.open(fingerprint(recipe, sampler))

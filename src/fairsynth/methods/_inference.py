@@ -75,4 +75,5 @@ def merge(method: str, *parts: InferenceAdapter) -> InferenceAdapter:
         merged.prompt = part.prompt or merged.prompt
         merged.conditioning = part.conditioning or merged.conditioning
         merged.vocabulary = part.vocabulary or merged.vocabulary
+        merged.tokens += part.tokens
     return merged

@@ -183,6 +183,8 @@ class InferenceAdapter:
             -> (prompt_embeds, negative_prompt_embeds)``, each ``(B, L, D)``.
         vocabulary: the values the method conditions on, per factor (``{"class": [...],
             "fst": [...]}``); a cell outside them cannot be generated.
+        tokens: the placeholder tokens the output loaded (textual inversion, pivotal); a
+            prompt that names none of them does not use what they learned.
     """
 
     method: str
@@ -190,6 +192,7 @@ class InferenceAdapter:
     prompt: Callable[[str], str] | None = None
     conditioning: Callable[[list[Any], list[dict[str, Any]]], tuple[torch.Tensor, torch.Tensor]] | None = None
     vocabulary: dict[str, list[str]] | None = None
+    tokens: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -288,8 +288,10 @@ def load_tokens_for_inference(pipe: Any, export_dir: Path) -> Any:
     folder = Path(export_dir) / "textual_inversion"
     if not folder.is_dir():
         raise MethodError(f"{export_dir} has no textual_inversion/ folder: not a textual-inversion export")
-    load_exported_tokens(pipe, folder)
-    return InferenceAdapter("textual_inversion", prompt=lambda prompt: expand_placeholder_tokens(prompt, pipe.tokenizer))
+    tokens = load_exported_tokens(pipe, folder)
+    return InferenceAdapter(
+        "textual_inversion", prompt=lambda prompt: expand_placeholder_tokens(prompt, pipe.tokenizer), tokens=tokens
+    )
 
 
 def export_tokens(tokens: PlaceholderTokens, components: Components, out_dir: Path) -> Path:
