@@ -10,6 +10,7 @@ tiny`` the diffusers-test-sized pipeline with random weights (seed 0), where per
 overhead dominates. Ratios, each measured in this one run:
 
 1. batching: images/s of whole `generate` runs with batch_size 8 over batch_size 1 (target >= 2x),
+   each the fastest of ``--repeats`` runs (a neighbour's load only ever slows a run down),
    once on one torch thread and once on every core (``--threads``, default all): on one
    thread batching only amortises per-operation overhead; on several, a one-image call also
    leaves cores idle that a batch fills. The target is judged as batch 8 on every core over
@@ -109,6 +110,11 @@ def run(base: Path | str, workdir: Path, images: int, batch_size: int, scheduler
     }
 
 
+def fastest(repeats: int, once) -> dict:
+    """The run with the most images/s of ``repeats`` (``once(k)`` runs repeat ``k``), as timeit takes the minimum."""
+    return max((once(k) for k in range(repeats)), key=lambda r: r["images_per_second"])
+
+
 def quality(study: Path, scheduler: str, steps: int, images: int, workdir: Path) -> dict:
     """Generate the study's plan with one scheduler and measure FD@classifier against its real images."""
     import json
@@ -140,6 +146,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="steps of the batching / overhead runs")
     parser.add_argument("--study", type=Path, default=None, help="a finished demo/run folder: adds the FD of each scheduler")
     parser.add_argument("--quality-images", type=int, default=240, help="images per scheduler for the FD comparison")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per batching setting; the fastest counts (a shared machine's noise only slows runs down)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads of the every-core runs")
     args = parser.parse_args()
     from fairsynth.models.architectures import build_pipeline, tiny_sd_components
@@ -158,8 +165,8 @@ def main() -> None:
         ratios = {}
         for threads in (1, args.threads):
             torch.set_num_threads(threads)
-            one = run(base, root / f"b1-{threads}", args.images, 1, "dpmsolver++", args.steps, size)
-            eight = run(base, root / f"b8-{threads}", args.images, 8, "dpmsolver++", args.steps, size)
+            one = fastest(args.repeats, lambda k: run(base, root / f"b1-{threads}-{k}", args.images, 1, "dpmsolver++", args.steps, size))
+            eight = fastest(args.repeats, lambda k: run(base, root / f"b8-{threads}-{k}", args.images, 8, "dpmsolver++", args.steps, size))
             ratios[threads] = (eight["images_per_second"] / one["images_per_second"], one, eight)
         single, one, eight = ratios[1]
         ratio, one, eight = ratios[args.threads]
