@@ -12,6 +12,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape as rich_escape
 from rich.table import Table
 
 from fairsynth.config import ConfigError, DataConfig, save_resolved
@@ -394,7 +395,8 @@ def filter_images(
 def _label(row: dict) -> str:
     label = row["display"] if row["value_name"] == row["metric"] else f"{row['value_name'].replace('_', ' ')} ({row['extractor']})"
     arrow = {True: " ↑", False: " ↓"}.get(row.get("higher_is_better"), "")
-    return f"{label}{arrow}{' [real]' if row['on'] == 'real' else ''}"
+    # escaped: rich would read "[real]" as a style tag and drop it
+    return rich_escape(f"{label}{arrow}{' [real]' if row['on'] == 'real' else ''}")
 
 
 def print_results(results: list[dict]) -> None:

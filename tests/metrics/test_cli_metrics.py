@@ -31,6 +31,8 @@ def test_evaluate_with_the_random_extractor_says_so(tmp_path):
     ])
     assert result.exit_code == 0, result.output
     assert "RANDOM WEIGHTS" in result.output and "by fst_group" in result.output and "precision" in result.output
+    # the real set's Vendi row is labelled as such (rich must not eat "[real]" as a style tag)
+    assert any("Vendi" in line and "[real]" in line for line in result.output.splitlines()), result.output
     report = json.loads((tmp_path / "out" / "evaluation.json").read_text())
     assert report["config"]["by"] == ["fst_group", "class"] and report["config"]["metrics"] == ["fd", "prdc", "vendi"]
 
