@@ -21,7 +21,13 @@ Design:
   painted type (tests measure the rate). ITA bands make FST V only slightly darker than IV
   (L* about 52-56), which is the ITA scale's definition, not a claim about real skin.
 * **Lesions are painted relative to the skin** (a melanoma is darker than *its* skin, a
-  basal cell carcinoma lighter and pinker), so each class keeps its signature on every tone.
+  basal cell carcinoma lighter and pinker). With ``skin_type_effect`` 0 each class keeps its
+  signature on every tone; with 1 the look of a lesion changes with the skin's lightness the way
+  dermatology describes it for darker skin (:func:`darkness`): erythema reads dusky and
+  violaceous instead of pink-red, basal cell carcinoma is often pigmented, and pigmented lesions
+  contrast less with the skin around them. That change plus scarcity is why classifiers fail on
+  types V-VI (Daneshjou et al. 2022, DDI; Groh et al. 2021, Fitzpatrick17k), and what a study
+  of synthetic data for fairness must be able to close.
 * **Conditions register themselves** in :data:`CONDITIONS` with the ``label``,
   ``nine_partition_label`` and ``three_partition_label`` values that the real Fitzpatrick17k
   file uses for them; adding a condition is one decorated painter function.
@@ -212,8 +218,59 @@ def _lesion_center(rng: np.random.Generator, size: int) -> tuple[float, float]:
 # Conditions: each painter returns the lesion's colour field and its alpha
 # --------------------------------------------------------------------------------------
 
-#: A painter: (rng, skin CIELAB image (S, S, 3), skin colour (L*, a*, b*)) -> (target, alpha).
-Painter = Callable[[np.random.Generator, np.ndarray, tuple[float, float, float]], tuple[np.ndarray, np.ndarray]]
+#: A painter: (rng, skin CIELAB image (S, S, 3), skin colour (L*, a*, b*), darkness in [0, 1])
+#: -> (target, alpha). ``darkness`` is :func:`darkness` of the skin times the world's
+#: ``skin_type_effect``; at 0 a painter makes no extra random draw, so its image is the same
+#: as in a world without the effect, bit for bit.
+Painter = Callable[
+    [np.random.Generator, np.ndarray, tuple[float, float, float], float], tuple[np.ndarray, np.ndarray]
+]
+
+#: Skin lightness (CIELAB L*) at which lesions start to change look, and where the change is full.
+DARKNESS_START_L, DARKNESS_FULL_L = 58.0, 42.0
+
+
+def darkness(lightness: float, effect: float = 1.0) -> float:
+    """How far a skin of CIELAB ``lightness`` shifts a lesion's look: 0 at L* >= 58, rising
+    linearly to 1 at L* <= 42, times ``effect`` (the world's ``skin_type_effect``).
+
+    Continuous in the skin's lightness, with no switch at a skin type: in this world type IV
+    (L* 56-59) shifts a little, type V (52-56) by about a quarter, type VI (30-47) nearly fully.
+    """
+    if effect <= 0.0:
+        return 0.0
+    span = DARKNESS_START_L - DARKNESS_FULL_L
+    return float(effect * min(1.0, max(0.0, (DARKNESS_START_L - lightness) / span)))
+
+
+def _dusky(colour: np.ndarray, tone: tuple[float, float, float], shift: float) -> np.ndarray:
+    """Erythema on darker skin: the redness above the skin's fades by up to half, and the colour
+    turns darker and bluer (violaceous, dusky or brown rather than pink-red; Alexis & Blackcloud
+    2014, J Clin Aesthet Dermatol; Kaufman & Alexis 2018, Am J Clin Dermatol)."""
+    if shift <= 0.0:
+        return colour
+    lightness, a_star, b_star = tone
+    out = np.array(colour, dtype=np.float32)
+    redness = max(0.0, float(out[1]) - a_star)
+    out[1] = a_star + redness * (1.0 - 0.5 * shift)
+    out[2] = out[2] - 7.0 * shift
+    out[0] = out[0] - 6.0 * shift
+    return out
+
+
+def _less_contrast(target: np.ndarray, tone: tuple[float, float, float], shift: float) -> np.ndarray:
+    """Pigmented lesions on darker skin: the lightness difference from the skin shrinks by up to
+    45 % and the colour moves toward the skin's (lower lesion-to-skin contrast; Kinyanjui et al.
+    2020, MICCAI; Adamson & Smith 2018, JAMA Dermatol)."""
+    if shift <= 0.0:
+        return target
+    lightness, a_star, b_star = tone
+    keep = 1.0 - 0.45 * shift
+    out = target.copy()
+    out[..., 0] = lightness - (lightness - out[..., 0]) * keep
+    out[..., 1] = a_star + (out[..., 1] - a_star) * (1.0 - 0.3 * shift)
+    out[..., 2] = b_star + (out[..., 2] - b_star) * (1.0 - 0.3 * shift)
+    return out
 
 
 @dataclass(frozen=True)
@@ -248,9 +305,12 @@ def _condition(label: str, nine_partition_label: str, three_partition_label: str
 
 @_condition("melanoma", "malignant melanoma", "malignant")
 def _paint_melanoma(
-    rng: np.random.Generator, skin: np.ndarray, tone: tuple[float, float, float]
+    rng: np.random.Generator, skin: np.ndarray, tone: tuple[float, float, float], shift: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Irregular, asymmetric, multi-tone dark blob (brown, black, blue-grey) with a ragged border."""
+    """Irregular, asymmetric, multi-tone dark blob (brown, black, blue-grey) with a ragged border.
+
+    On darker skin (``shift`` > 0) it contrasts less with the skin (:func:`_less_contrast`).
+    """
     size = skin.shape[0]
     lightness, a_star, b_star = tone
     radius = rng.uniform(0.13, 0.22) * size
@@ -266,14 +326,17 @@ def _paint_melanoma(
     target = _lerp(target, np.broadcast_to(black, skin.shape), black_weight)
     target = _lerp(target, np.broadcast_to(blue_grey, skin.shape), blue_weight)
     target[..., 0] += 1.5 * rng.standard_normal((size, size), dtype=np.float32)
-    return target, alpha
+    return _less_contrast(target, tone, shift), alpha
 
 
 @_condition("nevocytic nevus", "benign melanocyte", "benign")
 def _paint_nevus(
-    rng: np.random.Generator, skin: np.ndarray, tone: tuple[float, float, float]
+    rng: np.random.Generator, skin: np.ndarray, tone: tuple[float, float, float], shift: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Small, round, smooth-edged, uniformly brown macule, slightly darker at the centre."""
+    """Small, round, smooth-edged, uniformly brown macule, slightly darker at the centre.
+
+    On darker skin (``shift`` > 0) it contrasts less with the skin (:func:`_less_contrast`).
+    """
     size = skin.shape[0]
     lightness, a_star, b_star = tone
     center = _lesion_center(rng, size)
@@ -285,14 +348,21 @@ def _paint_nevus(
     closeness = np.clip(1.0 - ((xx - center[0]) ** 2 + (yy - center[1]) ** 2) / radius**2, 0.0, 1.0)
     target = np.broadcast_to(brown, skin.shape).astype(np.float32)
     target[..., 0] -= 3.0 * closeness + 0.6 * rng.standard_normal((size, size), dtype=np.float32)
-    return target, alpha
+    return _less_contrast(target, tone, shift), alpha
 
 
 @_condition("basal cell carcinoma", "malignant epidermal", "malignant")
 def _paint_basal_cell_carcinoma(
-    rng: np.random.Generator, skin: np.ndarray, tone: tuple[float, float, float]
+    rng: np.random.Generator, skin: np.ndarray, tone: tuple[float, float, float], shift: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Pink pearly rolled ring with a lighter centre, a sheen and fine red vessels."""
+    """Pink pearly rolled ring with a lighter centre, a sheen and fine red vessels.
+
+    On darker skin (``shift`` > 0) its pink reads dusky (:func:`_dusky`), and with probability
+    0.85 x ``shift`` it is *pigmented*: a brown rolled ring with blue-grey to black globules that
+    resembles a melanocytic lesion. Pigmented basal cell carcinoma is far more common on darker
+    skin (Matsuoka et al. 1981, J Am Acad Dermatol; Bigler et al. 1996,
+    J Am Acad Dermatol), and its confusion with nevus and melanoma is a known failure there.
+    """
     size = skin.shape[0]
     lightness, a_star, b_star = tone
     center = _lesion_center(rng, size)
@@ -302,7 +372,9 @@ def _paint_basal_cell_carcinoma(
     inner = center + (outline - center) * inner_scale
     alpha = _fill([outline], size, blur=0.8)
     ringness = np.clip(alpha - _fill([inner], size, blur=0.15 * radius), 0.0, 1.0)
-    ring = _lab(min(lightness + rng.uniform(3, 6), 95.0), a_star + rng.uniform(16, 24), b_star - rng.uniform(2, 5))
+    ring = _dusky(
+        _lab(min(lightness + rng.uniform(3, 6), 95.0), a_star + rng.uniform(16, 24), b_star - rng.uniform(2, 5)), tone, shift
+    )
     centre = _lab(min(lightness + rng.uniform(9, 14), 96.0), a_star + rng.uniform(0, 4), b_star - rng.uniform(3, 6))
     target = _lerp(np.broadcast_to(centre, skin.shape).astype(np.float32), np.broadcast_to(ring, skin.shape), ringness)
     # Pearly sheen: a soft highlight on one side of the rolled border.
@@ -314,16 +386,29 @@ def _paint_basal_cell_carcinoma(
     target[..., 0] += 6.0 * sheen
     # Arborising telangiectasia: thin red lines inside the lesion.
     vessels = _curves(rng, size, int(rng.integers(1, 4)), (0.1, 0.25), 0.3, 1) * alpha * 0.7
-    vessel = _lab(lightness - 8.0, a_star + 25.0, b_star)
+    vessel = _dusky(_lab(lightness - 8.0, a_star + 25.0, b_star), tone, shift)
     target = _lerp(target, np.broadcast_to(vessel, skin.shape), vessels)
+    # Drawn last, and only on darker skin, so the lesion's shape is the same at every effect strength.
+    if shift > 0.0 and rng.random() < 0.85 * shift:
+        brown = _lab(lightness * rng.uniform(0.55, 0.7), a_star + rng.uniform(3, 6), b_star + rng.uniform(3, 7))
+        globule = _lab(lightness * rng.uniform(0.3, 0.42), a_star * 0.4, b_star * 0.3 - rng.uniform(1, 4))
+        globules = 1.0 / (1.0 + np.exp(-5.0 * (_smooth_field(rng, size, radius / 5) - 0.6)))
+        pigment = _lerp(np.broadcast_to(brown, skin.shape).astype(np.float32), np.broadcast_to(globule, skin.shape), globules)
+        # the rolled border stays visible: the ring a little darker than the centre, a trace of sheen
+        pigment[..., 0] += 4.0 * (1.0 - ringness) + 2.0 * sheen
+        target = _lerp(target, pigment, np.full((size, size), 0.9, dtype=np.float32))
     return target, alpha
 
 
 @_condition("psoriasis", "inflammatory", "non-neoplastic")
 def _paint_psoriasis(
-    rng: np.random.Generator, skin: np.ndarray, tone: tuple[float, float, float]
+    rng: np.random.Generator, skin: np.ndarray, tone: tuple[float, float, float], shift: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Large red plaque (with satellite plaques) covered in rough silvery-white scale."""
+    """Large red plaque (with satellite plaques) covered in rough silvery-white scale.
+
+    On darker skin (``shift`` > 0) the plaque's erythema reads violaceous, dusky or grey-brown
+    rather than salmon-red (:func:`_dusky`; Alexis & Blackcloud 2014), under the same scale.
+    """
     size = skin.shape[0]
     lightness, a_star, b_star = tone
     center = _lesion_center(rng, size)
@@ -334,7 +419,7 @@ def _paint_psoriasis(
         spot = (center[0] + 1.15 * radius * math.cos(angle), center[1] + 1.15 * radius * math.sin(angle))
         outlines.append(_blob_outline(rng, spot, radius * rng.uniform(0.15, 0.3), rng.uniform(0.7, 1.0), 0.1))
     alpha = _fill(outlines, size, blur=1.2)
-    plaque = _lab(lightness - rng.uniform(3, 8), a_star + rng.uniform(14, 22), b_star - rng.uniform(0, 3))
+    plaque = _dusky(_lab(lightness - rng.uniform(3, 8), a_star + rng.uniform(14, 22), b_star - rng.uniform(0, 3)), tone, shift)
     silver = _lab(min(lightness + rng.uniform(15, 22), 94.0), rng.uniform(0, 2), rng.uniform(0, 3))
     roughness = _smooth_field(rng, size, 0.8) + 0.6 * _smooth_field(rng, size, 2.0)
     level = np.quantile(roughness, rng.uniform(0.45, 0.65))
@@ -410,6 +495,7 @@ def render_layers(
     size: int = 128,
     hair: bool | None = None,
     hair_probability: float = 0.3,
+    skin_type_effect: float = 0.0,
 ) -> Rendering:
     """Paint one world image and return it with its hidden layers (see :class:`Rendering`).
 
@@ -420,6 +506,8 @@ def render_layers(
         size: side of the square image in pixels (>= 32).
         hair: draw hairs (True), never (False), or with ``hair_probability`` (None).
         hair_probability: chance of hairs when ``hair`` is None.
+        skin_type_effect: how strongly the lesion's look follows the skin's lightness
+            (:func:`darkness`); 0 paints every class with the same signature on every tone.
 
     The random draws happen in a fixed order (skin, lesion, hair decision, hairs), so the
     hairless layer of an image does not depend on ``hair``.
@@ -430,11 +518,13 @@ def render_layers(
         raise ValueError(f"size must be >= 32 pixels, got {size}")
     if not 0.0 <= hair_probability <= 1.0:
         raise ValueError(f"hair_probability must be in [0, 1], got {hair_probability}")
+    if not 0.0 <= skin_type_effect <= 1.0:
+        raise ValueError(f"skin_type_effect must be in [0, 1], got {skin_type_effect}")
     # 1. skin
     tone = sample_skin_colour(fst, rng)
     skin = _paint_skin(rng, size, tone)
     # 2. lesion, composited over the skin in CIELAB
-    target, alpha = CONDITIONS[cls].paint(rng, skin, tone)
+    target, alpha = CONDITIONS[cls].paint(rng, skin, tone, darkness(tone[0], skin_type_effect))
     lab = _lerp(skin, target, alpha)
     hairless = _to_uint8(lab_to_srgb(lab))
     # 3. hairs: dark, thin, curved; composited in sRGB like an opaque fibre over the photo
@@ -466,6 +556,7 @@ def render(
     size: int = 128,
     hair: bool | None = None,
     hair_probability: float = 0.3,
+    skin_type_effect: float = 0.0,
 ) -> np.ndarray:
     """Paint one world image: ``(size, size, 3)`` uint8 RGB. See :func:`render_layers`.
 
@@ -474,7 +565,9 @@ def render(
         >>> image.shape
         (128, 128, 3)
     """
-    return render_layers(cls, fst, rng, size=size, hair=hair, hair_probability=hair_probability).image
+    return render_layers(
+        cls, fst, rng, size=size, hair=hair, hair_probability=hair_probability, skin_type_effect=skin_type_effect
+    ).image
 
 
 # --------------------------------------------------------------------------------------
@@ -500,6 +593,21 @@ class WorldConfig:
     )
     hair_probability: float = knob(0.3, "Chance that an image has dark hairs (to exercise hair removal).")
     jpeg_quality: int = knob(95, "JPEG quality of the written images (4:4:4 chroma, like a careful export).")
+    skin_type_effect: float = knob(
+        0.0, "How strongly a lesion's look changes with the skin's lightness, 0..1: erythema dusky and bluer, "
+        "basal cell carcinoma often pigmented, pigmented lesions less contrasted on darker skin (see `darkness`). "
+        "0: every class keeps one signature on every tone (a classifier that learns light skin knows dark skin); "
+        "1: the calibrated dermatology, where scarcity of types V-VI costs AUROC.",
+    )
+    test_per_type: int = knob(
+        0, "Images per skin type I-VI of an external, skin-type-balanced test world written beside the world "
+        "(`<workdir>/world-test/` in a study), from `test_seed`; classes balanced within each type. 0: none.",
+    )
+    test_seed: int | None = knob(None, "Seed of the test world; default: seed + 1 (never the world's own seed).")
+    balanced: bool = knob(
+        False, "Cross the classes with the skin types: each known type gets its exact share of `n` and, within "
+        "it, the classes theirs (the test world is drawn so); off: types and classes are drawn independently.",
+    )
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -510,6 +618,12 @@ class WorldConfig:
             raise ConfigError(f"world.hair_probability must be in [0, 1], got {self.hair_probability}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError(f"world.jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        if not 0.0 <= self.skin_type_effect <= 1.0:
+            raise ConfigError(f"world.skin_type_effect must be in [0, 1], got {self.skin_type_effect}")
+        if self.test_per_type < 0:
+            raise ConfigError(f"world.test_per_type must be >= 0, got {self.test_per_type}")
+        if self.test_seed is not None and self.test_seed == self.seed:
+            raise ConfigError(f"world.test_seed must differ from world.seed ({self.seed}): the test world must be new images")
         self.fst_weights()  # validates
         self.class_weights()
 
@@ -580,6 +694,8 @@ def plan_world(config: WorldConfig) -> list[PlannedImage]:
     """Assign a condition and a skin type to every image, with exact quotas, seeded."""
     rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(0,)))
     fst_weights = config.fst_weights()
+    if config.balanced:
+        return _plan_balanced(config, fst_weights, rng)
     fst_slots = [fst for fst, count in _quotas(fst_weights, config.n).items() for _ in range(count)]
     label_slots = [label for label, count in _quotas(config.class_weights(), config.n).items() for _ in range(count)]
     fst_slots = [fst_slots[i] for i in rng.permutation(config.n)]
@@ -595,6 +711,32 @@ def plan_world(config: WorldConfig) -> list[PlannedImage]:
         else:
             plan.append(PlannedImage(index, label, int(fst), int(fst)))
     return plan
+
+
+def _plan_balanced(config: WorldConfig, fst_weights: dict[int | None, float], rng: np.random.Generator) -> list[PlannedImage]:
+    """Exact class quotas inside every skin type's exact quota, in a seeded order."""
+    known = {fst: w for fst, w in fst_weights.items() if fst is not None}
+    cells = [
+        (label, int(fst))
+        for fst, count in _quotas(known, config.n).items()
+        for label, within in _quotas(config.class_weights(), count).items()
+        for _ in range(within)
+    ]
+    order = rng.permutation(len(cells))
+    return [PlannedImage(index, cells[i][0], cells[i][1], cells[i][1]) for index, i in enumerate(order)]
+
+
+def balanced_test_world(config: WorldConfig) -> WorldConfig:
+    """The settings of ``config``'s external test world: ``test_per_type`` images of every skin type
+    I-VI (classes balanced within each), every type recorded, from ``test_seed`` (default seed + 1),
+    painted like the world itself (size, hairs, ``skin_type_effect``)."""
+    if config.test_per_type < 1:
+        raise ConfigError("world.test_per_type is 0: this world has no test world")
+    return dataclasses.replace(
+        config, n=6 * config.test_per_type, seed=config.seed + 1 if config.test_seed is None else config.test_seed,
+        fst_distribution={roman: 1.0 for roman in ("I", "II", "III", "IV", "V", "VI")},
+        balanced=True, test_per_type=0, test_seed=None,
+    )
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
@@ -680,7 +822,10 @@ def generate_world(output_dir: str | Path, config: WorldConfig | None = None, **
     for item in plan_world(config):
         # Each image has its own generator keyed by (seed, index): images don't share draws.
         rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(1, item.index)))
-        layers = render_layers(item.label, item.fst, rng, config.size, hair_probability=config.hair_probability)
+        layers = render_layers(
+            item.label, item.fst, rng, config.size, hair_probability=config.hair_probability,
+            skin_type_effect=config.skin_type_effect,
+        )
         data = encode_jpeg(layers.image, config.jpeg_quality)
         md5 = hashlib.md5(data).hexdigest()
         if md5 in seen:
