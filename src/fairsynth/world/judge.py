@@ -67,6 +67,10 @@ class JudgeConfig:
     )
     max_blur_sigma: float = knob(1.8, "Largest blur sigma of the augmentation, in pixels of the 64 px image.")
     seed: int = knob(0, "Seed of the training images, the initial weights and the batches.")
+    skin_type_effect: float = knob(
+        0.0, "The world's `skin_type_effect` of the training and held-out renders: a judge reads the world it was "
+        "trained on (the demo's world has 1.0).",
+    )
 
     def __post_init__(self) -> None:
         if self.n_train < len(JUDGE_CLASSES) or self.n_held_out < len(JUDGE_CLASSES):
@@ -105,7 +109,7 @@ class LesionJudge(nn.Module):
 
 
 def derm_images(
-    n: int, seed: int, size: int = 64, hair_probability: float = 0.3
+    n: int, seed: int, size: int = 64, hair_probability: float = 0.3, skin_type_effect: float = 0.0
 ) -> tuple[np.ndarray, list[str], list[int]]:
     """``n`` derm-world images with balanced classes and uniform skin types, in memory.
 
@@ -119,7 +123,9 @@ def derm_images(
         label = JUDGE_CLASSES[index % len(JUDGE_CLASSES)]
         fst = (index // len(JUDGE_CLASSES)) % 6 + 1
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2, index)))
-        images[index] = render_layers(label, fst, rng, size=size, hair_probability=hair_probability).image
+        images[index] = render_layers(
+            label, fst, rng, size=size, hair_probability=hair_probability, skin_type_effect=skin_type_effect
+        ).image
         labels.append(label)
         fsts.append(fst)
     return images, labels, fsts
@@ -192,9 +198,11 @@ def train_judge(config: JudgeConfig | None = None) -> tuple[LesionJudge, dict[st
     """
     config = config if config is not None else JudgeConfig()
     started = time.perf_counter()
-    images, labels, _ = derm_images(config.n_train, config.seed, config.size, config.hair_probability)
+    images, labels, _ = derm_images(
+        config.n_train, config.seed, config.size, config.hair_probability, config.skin_type_effect
+    )
     held_images, held_labels, held_fsts = derm_images(
-        config.n_held_out, config.seed + 1_000_003, config.size, config.hair_probability
+        config.n_held_out, config.seed + 1_000_003, config.size, config.hair_probability, config.skin_type_effect
     )
     x = to_tensor(images, config.size)  # (N, 3, S, S)
     y = torch.tensor([JUDGE_CLASSES.index(label) for label in labels])
@@ -228,6 +236,10 @@ def train_judge(config: JudgeConfig | None = None) -> tuple[LesionJudge, dict[st
         "held_out_accuracy_by_fst": {
             fst: float(hits[[f == fst for f in held_fsts]].mean()) for fst in range(1, 7)
         },
+        "held_out_accuracy_by_cell": {
+            f"{c}|{fst}": float(hits[[l == c and f == fst for l, f in zip(held_labels, held_fsts)]].mean())
+            for c in JUDGE_CLASSES for fst in range(1, 7)
+        },
         "final_train_loss": float(loss.detach()),
         "seconds": time.perf_counter() - started,
         "config": asdict(config),
@@ -252,12 +264,29 @@ def load_judge(path: str | Path) -> LesionJudge:
 #: The judge the build script trains (stage 0, ``JudgeConfig()`` with seed 0) and ships, with its report.
 SHIPPED_JUDGE = Path(__file__).resolve().parents[1] / "assets" / "judge" / "lesion-judge.safetensors"
 
+#: The shipped judges by the world's ``skin_type_effect`` they were trained on.
+SHIPPED_JUDGES: dict[float, Path] = {
+    0.0: SHIPPED_JUDGE,
+    1.0: SHIPPED_JUDGE.with_name("lesion-judge-skin-type-effect-1.safetensors"),
+}
 
-def shipped_judge() -> tuple[LesionJudge, dict[str, Any]]:
-    """The shipped judge and its training report; trained anew from ``JudgeConfig()`` (seeded,
-    about 35 s) when the file is absent, which gives the same judge on the same machine."""
-    report_path = SHIPPED_JUDGE.with_suffix(".json")
-    if SHIPPED_JUDGE.is_file() and report_path.is_file():
-        return load_judge(SHIPPED_JUDGE), json.loads(report_path.read_text())
-    return train_judge(JudgeConfig())
+#: The training settings of the shipped judge of each world (the shifted world's lesions change
+#: look on dark skin, so its judge trains longer on more renders to read every cell).
+SHIPPED_JUDGE_CONFIGS: dict[float, JudgeConfig] = {
+    0.0: JudgeConfig(),
+    1.0: JudgeConfig(skin_type_effect=1.0, n_train=4800, n_held_out=2400, epochs=8),
+}
 
+
+def shipped_judge(skin_type_effect: float = 0.0) -> tuple[LesionJudge, dict[str, Any]]:
+    """The shipped judge of the world with ``skin_type_effect`` and its training report; trained
+    anew from its config (seeded, 35-150 s on one core) when the file is absent, which gives the
+    same judge on the same machine. A world without a shipped judge gets one trained for it."""
+    path = SHIPPED_JUDGES.get(float(skin_type_effect))
+    report_path = path.with_suffix(".json") if path is not None else None
+    if path is not None and path.is_file() and report_path.is_file():
+        return load_judge(path), json.loads(report_path.read_text())
+    config = SHIPPED_JUDGE_CONFIGS.get(float(skin_type_effect))
+    if config is None:
+        config = JudgeConfig(skin_type_effect=float(skin_type_effect), n_train=4800, n_held_out=2400, epochs=8)
+    return train_judge(config)
