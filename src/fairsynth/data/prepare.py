@@ -46,6 +46,7 @@ from fairsynth.data.validation import ValidationReport, validate
 from fairsynth.io import atomic_open, atomic_write_text, resolve_inside, save_png, sha256_file, staged_dir
 
 if TYPE_CHECKING:
+    from fairsynth.config import PrepareConfig
     from fairsynth.recipe import Recipe
 
 #: Bumped whenever the preprocessing changes what it writes, so old resumes are not reused.
@@ -111,8 +112,11 @@ def _settings_key(recipe: "Recipe") -> str:
 
 
 def _prepare_image(source: Path, recipe: "Recipe") -> Image.Image:
-    cfg = recipe.prepare
-    image = load_rgb(source)
+    return preprocess(load_rgb(source), recipe.prepare)
+
+
+def preprocess(image: Image.Image, cfg: "PrepareConfig") -> Image.Image:
+    """One RGB image as ``prepare`` writes it: optional hair removal, then resize and crop."""
     if cfg.hair_removal.enabled:
         array, _ = remove_hair(
             np.asarray(image), kernel=cfg.hair_removal.kernel,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -118,8 +119,26 @@ def _delta(delta: dict[str, Any]) -> str:
     return f"{delta['mean']:+.3f} [{delta['low']:+.3f}, {delta['high']:+.3f}] {verdict}"
 
 
-def render_table(table: dict[str, Any], arms: list[str], seeds: list[int]) -> str:
-    """A Markdown table: arms' mean ± sd over seeds, then paired deltas from `real` with 95 % intervals."""
+def render_table(table: dict[str, Any], arms: list[str], seeds: list[int], test_sets: dict[str, Any] | None = None,
+                 oracle_share: dict[str, Any] | None = None) -> str:
+    """A Markdown table: arms' mean ± sd over seeds, then paired deltas from `real` with 95 % intervals;
+    then one table per external test set, and the share of the oracle's effect the synthetic arms reach."""
+    sections = []
+    if test_sets:
+        sections.append("## In-distribution test split\n")
+    sections.append(_render_one(table, arms, seeds))
+    for name, part in (test_sets or {}).items():
+        groups = ", ".join(f"{g} {n}" for g, n in part["images_by_group"].items())
+        sections.append(f"\n## External test set `{name}` ({part['images']} images: {groups})\n")
+        sections.append(_render_one(part["table"], arms, seeds))
+    if oracle_share:
+        from fairsynth.downstream.ceiling import render_shares
+
+        sections.append("\n" + render_shares(oracle_share))
+    return "\n".join(sections)
+
+
+def _render_one(table: dict[str, Any], arms: list[str], seeds: list[int]) -> str:
     others = [arm for arm in arms if arm != "real"] if "real" in arms else []
     header = ["metric", *arms, *[f"{arm} − real" for arm in others]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -151,8 +170,15 @@ def compare(
                          "whose train.output holds a trained model (fairsynth downstream compare --config ...)")
     output = Path(output)
     synthetic = config.synthetic if any(arm != "real" for arm in config.arms) else None
+    if "oracle" in config.arms and not config.oracle:
+        raise ValueError(
+            "downstream.arms has oracle, whose training images are true images of the synthetic set's cells: only "
+            "a procedural world can draw them (a recipe with a `world:` section), and this data is not one; "
+            "drop oracle from downstream.arms"
+        )
     if sets is None:
-        sets = load_sets(config.real, synthetic, config.group_by)
+        sets = load_sets(config.real, synthetic, config.group_by, config.test_sets,
+                         config.oracle if "oracle" in config.arms else None)
         for warning in check_sets(sets, config.real, synthetic):
             log(f"warning: {warning}")
     if write_table and len(config.seeds) < 3:
@@ -163,8 +189,11 @@ def compare(
         for seed in config.seeds:
             folder = output / arm / f"seed-{seed}"
             done = folder / "metrics.json"
-            if done.exists():
-                record = json.loads(done.read_text())
+            record = json.loads(done.read_text()) if done.exists() else None
+            if record is not None and set(sets.external) - set(record.get("external") or {}):
+                log(f"{arm} seed {seed}: {folder} lacks an external test set; training again")
+                record = None
+            if record is not None:
                 log(f"{arm} seed {seed}: reusing {folder}")
             else:
                 log(f"{arm} seed {seed}: training")
@@ -176,8 +205,22 @@ def compare(
             runs[arm][seed] = headline(record["metrics"])
             records[arm][seed] = record
     table = summarise(runs, config.seeds)
-    result = {"arms": config.arms, "seeds": config.seeds, "table": table, "runs": runs}
+    result = {"arms": config.arms, "seeds": config.seeds, "table": table, "runs": runs,
+              "test_images": len(sets.test), "test_sets": {}}
+    for name, samples in sets.external.items():
+        external = {arm: {seed: headline(records[arm][seed]["external"][name]) for seed in config.seeds} for arm in config.arms}
+        by_group = Counter(s.group for s in samples)
+        result["test_sets"][name] = {
+            "manifest": str(config.test_sets[name]), "images": len(samples),
+            "images_by_group": {g: by_group[g] for g in sorted(by_group)},
+            "table": summarise(external, config.seeds), "runs": external,
+        }
+    if write_table and "oracle" in config.arms and "real" in config.arms:
+        from fairsynth.downstream.ceiling import oracle_shares
+
+        result["oracle_share"] = oracle_shares(output, config, [None, *sets.external])
     if write_table:
         atomic_write_text(output / "compare.json", json.dumps(result, indent=1) + "\n")
-        atomic_write_text(output / "compare.md", render_table(table, config.arms, config.seeds))
+        atomic_write_text(output / "compare.md", render_table(
+            table, config.arms, config.seeds, result["test_sets"], result.get("oracle_share")))
     return result

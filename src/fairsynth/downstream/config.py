@@ -16,6 +16,7 @@ stopping use the *validation* split only; the test split is read once, by the se
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,8 +27,8 @@ from fairsynth.config import ConfigError, knob
 NAMED_SHARES: dict[str, dict[str, float]] = {
     "fairskin": {"I": 0.2, "II": 0.2, "III": 0.3, "IV": 0.5, "V": 0.7, "VI": 0.8},
 }
-ARMS = ("real", "mixed", "synthetic", "hybrid")
-Arm = Literal["real", "mixed", "synthetic", "hybrid"]
+ARMS = ("real", "mixed", "synthetic", "hybrid", "oracle")
+Arm = Literal["real", "mixed", "synthetic", "hybrid", "oracle"]
 
 
 @dataclass
@@ -99,7 +100,18 @@ class DownstreamConfig:
     output: str = knob("", "Output folder; default <workdir>/downstream.")
     arms: list[str] = knob(
         ["real", "mixed", "synthetic"], "Arms `compare` runs: real, mixed (real + the static synthetic set), synthetic, "
-        "and hybrid (mixed, plus images generated during training for the worst cells; off unless listed).",
+        "hybrid (mixed, plus images generated during training for the worst cells; off unless listed), and oracle "
+        "(procedural world only: mixed with every synthetic image replaced by a true world image of the same class "
+        "x skin-type cell, the ceiling of what perfect synthetic images could do).",
+    )
+    test_sets: dict[str, str] = knob(
+        {}, "External test sets by name -> a prepared manifest (e.g. {ddi: data/ddi/prepared/metadata.jsonl}); "
+        "every row is tested whatever its split, and each is reported beside the in-distribution test split, "
+        "never pooled with it. Its classes must occur in the training split, and no image may be a training image.",
+    )
+    oracle: str = knob(
+        "", "Manifest of the oracle arm's true world images (made by `fairsynth run` from the world's truth, "
+        "<output>/oracle-images/metadata.jsonl); empty: the data is not a procedural world, no oracle arm.",
     )
     seeds: list[int] = knob([0, 1, 2], "Seeds; every arm runs each (at least 3 for a comparison).")
     group_by: str = knob("fst", "Sensitive attribute: a manifest column (fst is read as Roman types I-VI).")
@@ -153,5 +165,11 @@ class DownstreamConfig:
             raise ConfigError("downstream.synthetic_pretrain_epochs must be >= 0 and min_positives >= 1")
         if self.learning_rate <= 0 or not 0 < self.lr_drop <= 1 or self.domain_adversarial < 0:
             raise ConfigError("downstream.learning_rate must be > 0, lr_drop in (0, 1], domain_adversarial >= 0")
+        for name in self.test_sets:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(name)) or name in ("test", "test split"):
+                raise ConfigError(
+                    f"downstream.test_sets: name {name!r} must be letters, digits, '-', '_' or '.' (it names files), "
+                    "and not 'test' (the in-distribution split)"
+                )
         if self.select_on not in ("macro_auroc", "balanced_accuracy"):
             raise ConfigError(f"downstream.select_on must be macro_auroc or balanced_accuracy, got {self.select_on!r}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -28,7 +28,7 @@ from torchvision.transforms import v2
 
 from fairsynth.data.fst import to_roman
 from fairsynth.data.records import Record, read_manifest
-from fairsynth.io import resolve_inside
+from fairsynth.io import resolve_inside, sha256_file
 
 UNKNOWN_GROUP = "unknown"
 SPLITS = ("train", "val", "test")
@@ -58,6 +58,8 @@ class Sets:
     test: list[Sample]
     synthetic: list[Sample]
     classes: tuple[str, ...]
+    external: dict[str, list[Sample]] = field(default_factory=dict)  # named external test sets
+    oracle: list[Sample] = field(default_factory=list)  # true world images of the synthetic set's cells
 
 
 def group_value(record: Record, group_by: str) -> str:
@@ -84,8 +86,15 @@ def _samples(manifest: Path, records: list[Record], group_by: str, synthetic: bo
     return samples
 
 
-def load_sets(real: str | Path, synthetic: str | Path | None, group_by: str = "fst") -> Sets:
-    """Read both manifests into samples; raises :class:`DownstreamDataError` on unusable input."""
+def load_sets(
+    real: str | Path, synthetic: str | Path | None, group_by: str = "fst",
+    test_sets: dict[str, str] | None = None, oracle: str | Path | None = None,
+) -> Sets:
+    """Read the manifests into samples; raises :class:`DownstreamDataError` on unusable input.
+
+    ``test_sets`` names external test manifests (every row tested, see :func:`load_test_set`);
+    ``oracle`` is the oracle arm's manifest of true world images.
+    """
     real = Path(real)
     records = read_manifest(real)
     by_split: dict[str, list[Record]] = defaultdict(list)
@@ -108,7 +117,56 @@ def load_sets(real: str | Path, synthetic: str | Path | None, group_by: str = "f
         if not fake:
             raise DownstreamDataError(f"{synthetic}: the synthetic manifest has no images")
     classes = tuple(sorted({s.label for s in train}))
-    return Sets(train, val, test, fake, classes)
+    external = {name: load_test_set(name, path, group_by, classes) for name, path in (test_sets or {}).items()}
+    for name, samples in external.items():
+        check_disjoint([*train, *val], samples, f"downstream.test_sets.{name} ({test_sets[name]})")
+    true_images: list[Sample] = []
+    if oracle:
+        oracle = Path(oracle)
+        if not oracle.is_file():
+            raise DownstreamDataError(f"downstream.oracle: {oracle} does not exist")
+        # They take the synthetic images' place, and are treated alike (not augmented), so that the
+        # oracle arm differs from the mixed arm in what the images show and nothing else.
+        true_images = _samples(oracle, read_manifest(oracle), group_by, True)
+    return Sets(train, val, test, fake, classes, external, true_images)
+
+
+def load_test_set(name: str, manifest: str | Path, group_by: str, classes: Sequence[str]) -> list[Sample]:
+    """Every row of an external test manifest as test samples (its ``split`` column is ignored).
+
+    Raises :class:`DownstreamDataError` naming the file and the column: a class that the real
+    training split lacks (``label``), or no row with the group column (``group_by``).
+    """
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise DownstreamDataError(f"downstream.test_sets.{name}: {manifest} does not exist")
+    records = read_manifest(manifest)
+    samples = _samples(manifest, records, group_by, False)
+    if not samples:
+        raise DownstreamDataError(f"downstream.test_sets.{name}: {manifest} has no rows")
+    unknown = sorted({s.label for s in samples} - set(classes))
+    if unknown:
+        raise DownstreamDataError(
+            f"downstream.test_sets.{name}: {manifest}, column 'label': class(es) {', '.join(map(repr, unknown))} do "
+            f"not occur in the real training split; known: {', '.join(classes)}"
+        )
+    if all(s.group == UNKNOWN_GROUP for s in samples):
+        raise DownstreamDataError(
+            f"downstream.test_sets.{name}: {manifest} has no group column {group_by!r} (no row has a value): "
+            "its per-group AUROC could not be measured"
+        )
+    return samples
+
+
+def check_disjoint(training: Sequence[Sample], tested: Sequence[Sample], what: str) -> None:
+    """Refuse a test set that holds training images (same SHA-256 of the file), with the count."""
+    seen = {sha256_file(s.path) for s in training}
+    shared = [s for s in tested if sha256_file(s.path) in seen]
+    if shared:
+        raise DownstreamDataError(
+            f"{what}: {len(shared)} of its {len(tested)} images are training images (same SHA-256, e.g. "
+            f"{shared[0].path}); a test set must be new images"
+        )
 
 
 def _image_size(path: Path) -> tuple[int, int]:

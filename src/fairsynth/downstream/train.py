@@ -66,7 +66,7 @@ def phases_of(arm: str, config: DownstreamConfig) -> list[Phase]:
         return [Phase("real", True, config.epochs, config.learning_rate)]
     if arm == "synthetic":
         return [Phase("synthetic", False, config.epochs, config.learning_rate)]
-    phases = []  # mixed and hybrid
+    phases = []  # mixed, hybrid and oracle
     rate = config.learning_rate
     if config.synthetic_pretrain_epochs:
         phases.append(Phase("synthetic-pretrain", False, config.synthetic_pretrain_epochs, rate))
@@ -146,13 +146,17 @@ def train_run(
     account: dict[str, Any] = {}
     if arm in ("mixed", "hybrid"):
         chosen, account = mix_training_set(sets.train, sets.synthetic, config.mix.shares(), seed)
+    elif arm == "oracle":
+        if not sets.oracle:
+            raise ValueError("the oracle arm needs true world images of the synthetic set's cells (downstream.oracle)")
+        chosen, account = mix_training_set(sets.train, sets.oracle, config.mix.shares(), seed)
     elif arm == "synthetic":
         chosen = list(sets.synthetic)
     real = list(sets.train) if arm != "synthetic" else []
     pool = ImageSet(real + chosen, sets.classes, config.image_size, augment=config.augment)
     val = ImageSet(sets.val, sets.classes, config.image_size)
     test = ImageSet(sets.test, sets.classes, config.image_size)
-    adversarial = config.domain_adversarial > 0 and arm in ("mixed", "hybrid")
+    adversarial = config.domain_adversarial > 0 and arm in ("mixed", "hybrid", "oracle")
     model = build_classifier(config.backbone, len(sets.classes), config.pretrained, adversarial=adversarial)
 
     history: list[dict[str, Any]] = []
@@ -164,7 +168,7 @@ def train_run(
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, phase.epochs * steps_per_epoch))
         stale = 0
         for epoch in range(phase.epochs):
-            curriculum = config.mix.curriculum_epochs if arm in ("mixed", "hybrid") and phase.real else 0
+            curriculum = config.mix.curriculum_epochs if arm in ("mixed", "hybrid", "oracle") and phase.real else 0
             synthetic_now = curriculum_prefix(chosen, epoch, curriculum)
             n_real = len(real) if phase.real else 0
             offset = {id(s): len(real) + i for i, s in enumerate(chosen)}
@@ -218,6 +222,11 @@ def train_run(
     model.load_state_dict(best["state"])
     predictions = predict(model, test, sets.classes)
     metrics = evaluate_predictions(predictions, config, seed)
+    external = {}
+    for name, samples in sets.external.items():
+        tested = predict(model, ImageSet(samples, sets.classes, config.image_size), sets.classes)
+        external[name] = {"predictions": tested, "ids": [s.id for s in samples],
+                          "metrics": evaluate_predictions(tested, config, seed)}
     return {
         "arm": arm, "seed": seed, "history": history, "backbone": config.backbone, "classes": list(sets.classes),
         "image_size": config.image_size, "adversarial": adversarial, "selected_epoch": best["epoch"], "selected_phase": best["phase"],
@@ -226,6 +235,7 @@ def train_run(
         "seconds": round(time.perf_counter() - started, 2),
         "state": {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()},
         "predictions": predictions, "test_ids": [s.id for s in sets.test],
+        "external": {name: part["metrics"] for name, part in external.items()}, "_external": external,
     }
 
 
@@ -241,6 +251,28 @@ def evaluate_predictions(predictions: fairness.Predictions, config: DownstreamCo
     return metrics
 
 
+def _write_predictions(path: Path, predictions: fairness.Predictions, ids: Sequence[str]) -> None:
+    frame = pd.DataFrame(predictions.probabilities, columns=[f"p_{c}" for c in predictions.classes])
+    frame.insert(0, "group", predictions.groups)
+    frame.insert(0, "label", [predictions.classes[i] for i in predictions.labels])
+    frame.insert(0, "id", list(ids))
+    with atomic_open(path, "w") as handle:
+        frame.to_csv(handle, index=False)
+
+
+def read_predictions(path: str | Path) -> fairness.Predictions:
+    """A run's ``predictions.csv`` (or ``predictions-<test set>.csv``) as :class:`~fairsynth.downstream.fairness.Predictions`."""
+    frame = pd.read_csv(path, dtype={"group": str, "label": str, "id": str}, keep_default_na=False)
+    columns = [c for c in frame.columns if c.startswith("p_")]
+    classes = tuple(c.removeprefix("p_") for c in columns)
+    index = {name: i for i, name in enumerate(classes)}
+    return fairness.Predictions(
+        labels=np.asarray([index[label] for label in frame["label"]], dtype=np.int64),
+        probabilities=frame[columns].to_numpy(dtype=np.float64),
+        groups=np.asarray(frame["group"].astype(str), dtype=object), classes=classes,
+    )
+
+
 def save_run(record: dict[str, Any], folder: Path) -> None:
     """Write a run's files atomically; ``metrics.json`` last, so its presence means complete."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -251,12 +283,11 @@ def save_run(record: dict[str, Any], folder: Path) -> None:
     state = {k.removeprefix("backbone."): v for k, v in record["state"].items()}
     atomic_write_bytes(folder / "model.safetensors", save(state, metadata={"arm": record["arm"], "seed": str(record["seed"])}))
     predictions: fairness.Predictions = record["predictions"]
-    frame = pd.DataFrame(predictions.probabilities, columns=[f"p_{c}" for c in predictions.classes])
-    frame.insert(0, "group", predictions.groups)
-    frame.insert(0, "label", [predictions.classes[i] for i in predictions.labels])
-    frame.insert(0, "id", record["test_ids"])
-    with atomic_open(folder / "predictions.csv", "w") as handle:
-        frame.to_csv(handle, index=False)
+    _write_predictions(folder / "predictions.csv", predictions, record["test_ids"])
+    for name, part in record.get("_external", {}).items():
+        _write_predictions(folder / f"predictions-{name}.csv", part["predictions"], part["ids"])
     atomic_write_text(folder / "history.json", json.dumps(record["history"], indent=1) + "\n")
-    public = {k: v for k, v in record.items() if k not in ("state", "predictions", "test_ids", "history", "classes")}
+    public = {
+        k: v for k, v in record.items() if k not in ("state", "predictions", "test_ids", "history", "classes", "_external")
+    }
     atomic_write_text(folder / "metrics.json", json.dumps(public, indent=1, default=float) + "\n")
