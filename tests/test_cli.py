@@ -76,7 +76,11 @@ def test_demo_runs_every_stage_on_a_tiny_base(tmp_path, tiny_base):
                  "downstream/real/seed-0/model.safetensors", "downstream/compare.md"):
         assert (work / name).is_file(), name
     scores = json.loads((work / "train" / "conditioning.json").read_text())
-    assert set(scores) == {"base", "fine-tuned"} and scores["base"]["n"] == 48
+    assert set(scores) == {"base", "fine-tuned", "judge"} and scores["base"]["n"] == 48
+    assert scores["judge"]["skin_type_effect"] == 1.0 and len(scores["judge"]["held_out_accuracy_by_cell"]) == 24
+    truth = json.loads((work / "generated" / "report.json").read_text())["truth"]
+    assert truth["delivered"] == sum(cell["delivered"] for cell in truth["cells"].values())
+    assert (work / "world-test" / "fitzpatrick17k.csv").is_file() and "External test set `world-test`" in result.output
     assert "| AUROC V-VI ↑ |" in result.output and "mixed − real" in result.output
     assert "total" in result.output.splitlines()[-1]
     assert (work / "evaluation" / "evaluation.json").is_file() and (work / "report" / "index.html").is_file()

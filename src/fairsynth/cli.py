@@ -513,6 +513,14 @@ def _run_downstream(recipe, arms: Optional[str], seeds: Optional[str], table: bo
     try:
         cfg.__post_init__()
         save_resolved(recipe, Path(cfg.output))
+        if "oracle" in cfg.arms and recipe.world is not None:
+            from fairsynth.world.oracle import build_oracle_images
+
+            manifest = build_oracle_images(
+                recipe.world_dir / "world.json", cfg.synthetic, recipe.prepare, Path(cfg.oracle).parent,
+                caption_template=recipe.data.caption_template, seed=recipe.seed,
+            )
+            console.print(f"oracle: true world images of the synthetic set's cells in {manifest.parent}", markup=False)
         from fairsynth.downstream.hybrid import recipe_generator
 
         log = lambda m: console.print(m, markup=False)  # noqa: E731
@@ -543,7 +551,8 @@ def downstream_compare(
     result = _run_downstream(recipe, arms, seeds)
     from fairsynth.downstream.compare import render_table
 
-    console.print(render_table(result["table"], result["arms"], result["seeds"]), markup=False)
+    console.print(render_table(result["table"], result["arms"], result["seeds"], result.get("test_sets"),
+                               result.get("oracle_share")), markup=False)
 
 
 @downstream_app.command("train", context_settings={"allow_extra_args": False})
@@ -665,6 +674,31 @@ def _stage_world(recipe, action) -> None:
         print_problems(report.problems, limit=50)
         _fail("the generated world does not validate", code=1)
     console.print(f"valid: {len(report.records)} rows ({report.source})")
+    if recipe.world.test_per_type > 0:
+        from fairsynth.world.derm import balanced_test_world
+
+        tested = generate_world(recipe.world_test_dir, balanced_test_world(recipe.world))
+        console.print(
+            f"external test world: {tested.n} images, {recipe.world.test_per_type} per skin type I-VI "
+            f"(seed {balanced_test_world(recipe.world).seed}), in {tested.root}", markup=False,
+        )
+
+
+def _test_world_recipe(recipe):
+    """The recipe that prepares the external test world exactly like the world itself."""
+    import copy
+
+    tested = copy.deepcopy(recipe)
+    tested.data.path = str(recipe.world_test_dir / "fitzpatrick17k.csv")
+    tested.prepare.output = str(recipe.prepared_test_dir)
+    return tested
+
+
+def _stage_prepare(recipe, action) -> None:
+    _run_prepare(recipe)
+    if recipe.world is not None and recipe.world.test_per_type > 0:
+        console.print("the external test world:", markup=False)
+        _run_prepare(_test_world_recipe(recipe))
 
 
 def _stage_train(recipe, action) -> None:
@@ -683,6 +717,35 @@ def _stage_generate(recipe, action) -> None:
 
     result = _guarded(lambda: run_generate(recipe, log=lambda m: console.print(m, markup=False)))
     _print_delivery(result, "generated", fail_on_shortfall=False)
+    if recipe.world is not None:
+        _read_truth(recipe)
+
+
+def _read_truth(recipe) -> None:
+    """The world's judge reads every generated image; the reading joins generated/report.json."""
+    import json
+
+    from fairsynth.io import atomic_write_text
+    from fairsynth.world.judge import shipped_judge
+    from fairsynth.world.truth import read_generated
+
+    judge, judge_report = shipped_judge(recipe.world.skin_type_effect)
+    folder = Path(recipe.generate.output)
+    truth = read_generated(folder, judge, judge_report)
+    report_path = folder / "report.json"
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    report["truth"] = truth
+    atomic_write_text(report_path, json.dumps(report, indent=2, default=str) + "\n")
+
+    def pct(value) -> str:
+        return "-" if value is None else f"{value:.0%}"
+
+    console.print(
+        f"truth (the world's judge): class as asked in {pct(truth['class_as_asked'])} of {truth['delivered']} delivered "
+        f"images, {pct(truth['class_as_asked_V_VI'])} of the {truth['delivered_V_VI']} on types V-VI "
+        f"(all candidates: {pct(truth['candidates_class_as_asked'])}); skin type within one: {pct(truth['fst_within_one'])}",
+        markup=False,
+    )
 
 
 def _stage_downstream(recipe, action) -> None:
@@ -696,7 +759,8 @@ def _stage_downstream(recipe, action) -> None:
                      markup=False)
         arms = "real"
     compared = _run_downstream(recipe, arms, None)
-    console.print(render_table(compared["table"], compared["arms"], compared["seeds"]), markup=False)
+    console.print(render_table(compared["table"], compared["arms"], compared["seeds"], compared.get("test_sets"),
+                               compared.get("oracle_share")), markup=False)
 
 
 def _stage_report(recipe, action) -> None:
@@ -712,7 +776,7 @@ def _stage_report(recipe, action) -> None:
 #: What each stage of `fairsynth run` does (see fairsynth.study for when it runs).
 STAGE_RUNNERS = {
     "world": _stage_world,
-    "prepare": lambda recipe, action: _run_prepare(recipe),
+    "prepare": _stage_prepare,
     "train": _stage_train,
     "classifier": _stage_classifier,
     "generate": _stage_generate,
@@ -907,7 +971,7 @@ def _demo_conditioning(recipe) -> None:
     from fairsynth.world.judge import JUDGE_CLASSES, shipped_judge
     from fairsynth.world.proof import measure_conditioning, save_grid, token_prompt
 
-    judge, _ = shipped_judge()
+    judge, judge_report = shipped_judge(recipe.world.skin_type_effect)
     out = Path(recipe.train.output)
     per_fst = recipe.train.options.get("token_per") == "class_and_fst"
     tokens = recipe.train.method in ("pivotal", "textual_inversion")
@@ -922,6 +986,10 @@ def _demo_conditioning(recipe) -> None:
         grid = save_grid(images, len(JUDGE_CLASSES), 6, out / f"grid-{name}.png", per_cell=2)
         scores[name] = score.to_dict()
         console.print(f"{name}: {score.line()}; grid {grid}", markup=False)
+    scores["judge"] = {
+        "skin_type_effect": recipe.world.skin_type_effect, "held_out_accuracy": judge_report.get("held_out_accuracy"),
+        "held_out_accuracy_by_cell": judge_report.get("held_out_accuracy_by_cell"),
+    }
     atomic_write_text(out / "conditioning.json", json.dumps(scores, indent=1) + "\n")
 
 

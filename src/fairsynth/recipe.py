@@ -86,6 +86,12 @@ class Recipe:
         downstream.synthetic = downstream.synthetic or str(Path(generate.output) / "metadata.jsonl")
         downstream.output = downstream.output or str(Path(self.workdir) / "downstream")
         downstream.image_size = downstream.image_size or max(train.resolution)
+        if self.world is not None:
+            # the world's truth: true images of the synthetic set's cells for the oracle arm, and
+            # the external skin-type-balanced test world, prepared like the real images
+            downstream.oracle = downstream.oracle or str(Path(downstream.output) / "oracle-images" / "metadata.jsonl")
+            if self.world.test_per_type > 0:
+                downstream.test_sets.setdefault(WORLD_TEST, str(self.prepared_test_dir / "metadata.jsonl"))
         confidence = filters.options.get("classifier_confidence")
         if confidence is not None and not confidence.get("model"):
             # the real-data classifier of the downstream study, first seed
@@ -102,6 +108,20 @@ class Recipe:
     @property
     def world_dir(self) -> Path:
         return Path(self.workdir) / "world"
+
+    @property
+    def world_test_dir(self) -> Path:
+        """The external, skin-type-balanced test world (``world.test_per_type`` > 0)."""
+        return Path(self.workdir) / "world-test"
+
+    @property
+    def prepared_test_dir(self) -> Path:
+        """The test world, prepared like the real data."""
+        return Path(self.workdir) / "prepared-test"
+
+
+#: The name of the procedural world's external test set in `downstream.test_sets`.
+WORLD_TEST = "world-test"
 
 
 def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:

@@ -124,11 +124,20 @@ def stages_of(recipe: "Recipe") -> list[Stage]:
             path for path in [*_children(downstream), *_children(downstream / "real")]
             if path not in (downstream / "real", classifier_dir, downstream / "config.yaml")  # rewritten by both
         )
+    # the world's external test world, written by the world stage and prepared by the prepare stage
+    tested = recipe.world is not None and recipe.world.test_per_type > 0
+    world_outputs = (recipe.world_dir / "fitzpatrick17k.csv",) + ((recipe.world_test_dir / "fitzpatrick17k.csv",) if tested else ())
+    world_folders = (recipe.world_dir,) + ((recipe.world_test_dir,) if tested else ())
+    prepare_outputs = (prepared / "metadata.jsonl",) + ((recipe.prepared_test_dir / "metadata.jsonl",) if tested else ())
+    prepare_folders = (prepared,) + ((recipe.prepared_test_dir,) if tested else ())
+    # external test sets the study did not make are inputs of the downstream stage
+    test_inputs = tuple(
+        Path(path) for path in recipe.downstream.test_sets.values()
+        if not (tested and Path(path) == recipe.prepared_test_dir / "metadata.jsonl")
+    )
     every = {
-        "world": Stage("world", ("world",), (), (recipe.world_dir / "fitzpatrick17k.csv",), (recipe.world_dir,)),
-        "prepare": Stage(
-            "prepare", ("data", "prepare"), ("world",), (prepared / "metadata.jsonl",), (prepared,), data_inputs
-        ),
+        "world": Stage("world", ("world",), (), world_outputs, world_folders),
+        "prepare": Stage("prepare", ("data", "prepare"), ("world",), prepare_outputs, prepare_folders, data_inputs),
         "train": Stage(
             "train", ("train",), ("prepare",), (train / "model" / "training_info.json",), (train,), base_inputs
         ),
@@ -146,7 +155,8 @@ def stages_of(recipe: "Recipe") -> list[Stage]:
             (Path(recipe.evaluate.output) / "evaluation.json",), (Path(recipe.evaluate.output),),
         ),
         "downstream": Stage(
-            "downstream", ("downstream",), ("prepare", "generate"), (downstream / "compare.json",), downstream_folders
+            "downstream", ("downstream",), ("prepare", "generate"), (downstream / "compare.json",), downstream_folders,
+            test_inputs,
         ),
         "report": Stage(
             "report", (), tuple(n for n in STAGES if n != "report"), (work / "report" / "index.html",), (work / "report",)

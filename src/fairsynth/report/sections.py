@@ -199,6 +199,8 @@ def training_section(study: StudyOutputs) -> Section:
     if training.conditioning:
         rows = []
         for name, score in training.conditioning.items():
+            if name == "judge":  # the judge's own held-out accuracy, not a model's score
+                continue
             per_class = ", ".join(f"{k} {fmt(v, 2)}" for k, v in (score.get("per_class") or {}).items())
             rows.append([name, fmt(score.get("n")), fmt(score.get("class_accuracy")), fmt(score.get("fst_within_one")), per_class])
         section.tables.append(Table(
