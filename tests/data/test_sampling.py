@@ -69,3 +69,26 @@ def test_mix_by_class_label():
 def test_empty_mix_is_a_config_error():
     with pytest.raises(ValueError, match="mix is empty"):
         BalanceConfig(strategy="mix")
+
+
+def test_inverse_frequency_over_class_and_skin_type_equalises_every_cell():
+    # classes skewed inside each skin type: a, b, c in 6 : 3 : 1
+    records = [
+        Record(f"{fst}-{i}", "x.png", label="a" if i % 10 < 6 else "b" if i % 10 < 9 else "c", attributes={"fst": fst})
+        for fst, n in SKEW.items() if fst is not None for i in range(n)
+    ]
+    weights = sampling_weights(records, BalanceConfig(strategy="inverse_frequency", by=["label", "fst"]))
+    shares = drawn_shares(records, weights, lambda r: (r.label, r.fst))
+    assert len(shares) == 18 and all(share == pytest.approx(1 / 18, abs=0.005) for share in shares.values())
+    by_fst_only = sampling_weights(records, BalanceConfig(strategy="inverse_frequency", by="fst"))
+    assert drawn_shares(records, by_fst_only, lambda r: r.label)["c"] == pytest.approx(0.1, abs=0.01)
+
+
+def test_balance_by_a_list_is_checked():
+    from fairsynth.config import ConfigError
+
+    assert BalanceConfig(strategy="mix", by=["fst"], mix=FAIRSKIN_BATCH_MIX).by == "fst"
+    with pytest.raises(ConfigError, match="takes one"):
+        BalanceConfig(strategy="mix", by=["label", "fst"], mix={"a": 1.0})
+    with pytest.raises(ConfigError, match="non-empty list"):
+        BalanceConfig(strategy="inverse_frequency", by=[])

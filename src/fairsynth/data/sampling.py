@@ -29,13 +29,23 @@ class BalanceConfig:
         "none", "`none`: uniform over rows; `inverse_frequency`: every value of `by` equally "
         "often; `mix`: the shares given in `mix`."
     )
-    by: str = knob("fst", "Field balanced over: `label`, `fst`, `fst_group`, or any attribute.")
+    by: str | list[str] = knob(
+        "fst", "Field balanced over: `label`, `fst`, `fst_group`, or any attribute; for `inverse_frequency` also "
+        "a list, every combination equally often ([label, fst]: each class x skin type cell)."
+    )
     mix: dict[str, float] = knob(
         {}, "For `mix`: share per value. For `fst`, keys may be ranges of types in Roman "
         "numerals: {'I-III': 0.4, 'IV': 0.2, 'V-VI': 0.4} (FairSkin)."
     )
 
     def __post_init__(self) -> None:
+        if isinstance(self.by, list):
+            if not self.by or not all(isinstance(field, str) and field for field in self.by):
+                raise ConfigError(f"balance.by must be a field name or a non-empty list of them, got {self.by!r}")
+            if self.strategy == "mix" and len(self.by) > 1:
+                raise ConfigError("balance.by lists several fields; strategy 'mix' takes one (use inverse_frequency)")
+            if len(self.by) == 1:
+                self.by = self.by[0]
         if self.strategy == "mix":
             if not self.mix:
                 raise ConfigError("balance.mix is empty but balance.strategy is 'mix'")
@@ -53,7 +63,9 @@ def _roman_range(key: str) -> set[int] | None:
     return set(range(min(low, high), max(low, high) + 1))
 
 
-def _value(record: Record, by: str) -> Any:
+def _value(record: Record, by: str | list[str]) -> Any:
+    if isinstance(by, list):
+        return tuple(_value(record, field) for field in by)
     return record.label if by == "label" else record.attributes.get(by)
 
 
