@@ -139,6 +139,24 @@ def test_the_numbers_are_those_of_the_studys_files(study, page):
     table = tables.find("AUROC per group per run")
     expected = f"{auroc['estimate']:.3g} [{auroc['low']:.3g}, {auroc['high']:.3g}]" if auroc["low"] is not None else f"{auroc['estimate']:.3g}"
     assert _cell(table, _row(table, "real", "0"), "AUROC I-II") == expected
+    # the external test world, never pooled with the test split, and the share of the oracle's effect
+    tested = compare["test_sets"]["world-test"]
+    table = tables.find("External test set world-test")
+    auroc = tested["table"]["auroc.V-VI"]["arms"]["oracle"]
+    assert _cell(table, _row(table, "AUROC V-VI ↑"), "oracle") == f"{auroc['mean']:.3g} ± {auroc['sd']:.3g}"
+    table = tables.find("Share of the oracle's effect on world-test")
+    entry = compare["oracle_share"]["world-test"]["arms"]["mixed"]["accuracy"]
+    share = _cell(table, _row(table, "mixed", "accuracy ↑"), "share of the oracle's effect")
+    assert share == (f"undefined: {entry['note']}" if entry["share"] is None else share)
+    assert share.startswith("undefined") == (entry["share"] is None)
+    # the truth: the world's judge reads every delivered image, per cell
+    truth = report["truth"]
+    table = tables.find("The truth per class × skin-type cell")
+    cell = next(c for c in truth["cells"].values() if c["delivered"])
+    row = _row(table, f"{cell['label']} | {['I', 'II', 'III', 'IV', 'V', 'VI'][cell['fst'] - 1]}")
+    assert _cell(table, row, "delivered") == str(cell["delivered"])
+    assert _cell(table, row, "class as asked (delivered)") == f"{cell['class_as_asked']:.0%}"
+    assert f"the asked class in {truth['class_as_asked']:.0%} of the {truth['delivered']} delivered images" in _text(page)
     # the model card: synthetic images per classifier run
     mixed = json.loads((study / "downstream" / "mixed" / "seed-1" / "metrics.json").read_text())["train_images"]
     table = tables.find("Training images per classifier run")

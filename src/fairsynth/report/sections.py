@@ -260,11 +260,41 @@ def generation_section(study: StudyOutputs) -> Section:
                 data_uri(plots.cell_grid(by_roman(_first_per_cell(real, study.real_root)), labels, columns, "Real")),
                 "Real: the first prepared image of the same cells (prepared/metadata.jsonl).",
             ))
+    truth = report.get("truth")
+    if truth:
+        section.paragraphs.append(_truth_sentence(truth))
+        section.tables.append(Table(
+            "The truth per class × skin-type cell (generated/report.json, truth): the world's judge, trained on "
+            "balanced true renders, reads every candidate; class as asked among the delivered images, all "
+            "candidates, and those the filters accepted and rejected",
+            ["cell", "delivered", "class as asked (delivered)", "candidates", "class as asked (candidates)",
+             "accepted: as asked", "rejected: as asked", "skin type within one"],
+            [[f"{cell['label']} | {_roman(cell['fst'])}", fmt(cell.get("delivered")), _share(cell.get("class_as_asked")),
+              fmt(cell.get("candidates")), _share(cell.get("candidates_class_as_asked")),
+              _share(cell.get("accepted_class_as_asked")), _share(cell.get("rejected_class_as_asked")),
+              _share(cell.get("fst_within_one"))] for cell in (truth.get("cells") or {}).values()],
+        ))
     shortfall = report.get("shortfall") or {}
     if shortfall:
         section.paragraphs.append("Short of the target: " + escape(", ".join(f"{cell} by {n}" for cell, n in shortfall.items())) + ".")
     section.notes += [f"generated/report.json: {warning}" for warning in report.get("warnings") or []]
     return section
+
+
+def _share(value: Any) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
+def _truth_sentence(truth: dict[str, Any]) -> str:
+    """One sentence of what the world's judge read in the delivered images."""
+    judge = truth.get("judge") or {}
+    return (
+        f"The truth (the world's judge, held-out accuracy {_share(judge.get('held_out_accuracy'))}, lowest cell "
+        f"{_share(judge.get('held_out_min_cell'))}): the asked class in {_share(truth.get('class_as_asked'))} of the "
+        f"{fmt(truth.get('delivered'))} delivered images, {_share(truth.get('class_as_asked_V_VI'))} of the "
+        f"{fmt(truth.get('delivered_V_VI'))} on types V–VI (all candidates: {_share(truth.get('candidates_class_as_asked'))}); "
+        f"skin type within one: {_share(truth.get('fst_within_one'))}."
+    )
 
 
 def _check_values(name: str, rows: list[dict[str, Any]]) -> str:
@@ -455,25 +485,31 @@ def downstream_section(study: StudyOutputs) -> Section:
             "with the sd over seeds (downstream/compare.json); dots and thin lines are each run's estimate and 95 % "
             "bootstrap interval (downstream/<arm>/seed-<seed>/metrics.json).",
         ))
-    rows = []
-    for key, row in table.items():
-        cells = []
-        for arm in arms:
-            summary = (row.get("arms") or {}).get(arm) or {}
-            sd = "" if summary.get("sd") is None else f" ± {fmt(summary['sd'])}"
-            cells.append(f"{fmt(summary.get('mean'))}{sd}")
-        for arm in arms[1:]:
-            delta = (row.get("delta_vs_real") or {}).get(arm) or {}
-            if delta.get("low") is None:
-                cells.append(fmt(delta.get("mean")))
-            else:
-                noise = "within noise" if delta.get("within_noise") else "beyond noise"
-                cells.append(f"{delta['mean']:+.3f} [{delta['low']:+.3f}, {delta['high']:+.3f}] {noise}")
-        rows.append([str(row.get("label", key)) + (" ↑" if row.get("higher_is_better") else " ↓"), *cells])
-    section.tables.append(Table(
-        "downstream/compare.json: mean ± sd over seeds; deltas paired by seed with a 95 % t-interval",
-        ["metric", *arms, *[f"{arm} − real" for arm in arms[1:]]], rows,
+    section.tables.append(_compare_table(
+        table, arms, "downstream/compare.json: mean ± sd over seeds; deltas paired by seed with a 95 % t-interval",
     ))
+    for name, tested in (compare.get("test_sets") or {}).items():
+        sizes = ", ".join(f"{group} {n}" for group, n in (tested.get("images_by_group") or {}).items())
+        section.tables.append(_compare_table(
+            tested.get("table") or {}, arms,
+            f"External test set {name} ({fmt(tested.get('images'))} images: {sizes}; "
+            f"{tested.get('manifest')}), never pooled with the test split: mean ± sd over seeds; "
+            "deltas paired by seed with a 95 % t-interval",
+        ))
+    for name, shares in (compare.get("oracle_share") or {}).items():
+        share_rows = []
+        for arm, metrics in (shares.get("arms") or {}).items():
+            for entry in metrics.values():
+                share = ("undefined: " + str(entry.get("note")) if entry.get("share") is None
+                         else f"{entry['share']:.0%} {interval(*(entry.get('share_interval') or [None, None]))}")
+                share_rows.append([arm, str(entry.get("label")) + (" ↑" if entry.get("higher_is_better") else " ↓"),
+                                   f"{fmt(entry.get('effect'))} {interval(*(entry.get('effect_interval') or [None, None]))}",
+                                   f"{fmt(entry.get('oracle_effect'))} {interval(*(entry.get('oracle_effect_interval') or [None, None]))}",
+                                   share])
+        section.tables.append(Table(
+            f"Share of the oracle's effect on {name} (downstream/compare.json, oracle_share): {shares.get('method')}",
+            ["arm", "metric", "arm − real", "oracle − real", "share of the oracle's effect"], share_rows,
+        ))
     if runs:
         run_rows = []
         for arm, seeds in runs.items():
@@ -489,6 +525,26 @@ def downstream_section(study: StudyOutputs) -> Section:
             ["arm", "seed", *[f"AUROC {g}" for g in DDI_GROUPS]], run_rows,
         ))
     return section
+
+
+def _compare_table(table: dict[str, Any], arms: list[str], caption: str) -> Table:
+    """One row per metric: each arm's mean ± sd over seeds, then each arm's paired delta against real."""
+    rows = []
+    for key, row in table.items():
+        cells = []
+        for arm in arms:
+            summary = (row.get("arms") or {}).get(arm) or {}
+            sd = "" if summary.get("sd") is None else f" ± {fmt(summary['sd'])}"
+            cells.append(f"{fmt(summary.get('mean'))}{sd}")
+        for arm in arms[1:]:
+            delta = (row.get("delta_vs_real") or {}).get(arm) or {}
+            if delta.get("low") is None:
+                cells.append(fmt(delta.get("mean")))
+            else:
+                noise = "within noise" if delta.get("within_noise") else "beyond noise"
+                cells.append(f"{delta['mean']:+.3f} [{delta['low']:+.3f}, {delta['high']:+.3f}] {noise}")
+        rows.append([str(row.get("label", key)) + (" ↑" if row.get("higher_is_better") else " ↓"), *cells])
+    return Table(caption, ["metric", *arms, *[f"{arm} − real" for arm in arms[1:]]], rows)
 
 
 def sweep_section(study: StudyOutputs) -> Section | None:
