@@ -102,11 +102,21 @@ def fresh_accelerator_state():
 # --------------------------------------------------------------------------------------
 
 
+def external_test_set(folder: Path, n: int, label_column: str) -> Path:
+    """A manifest of another world's images (another seed), as a prepared external test set."""
+    frame = pd.read_csv(generate_world(folder, n=n, size=32, seed=1, fst_distribution=EVEN_SKIN_TYPES).csv)
+    rows = [{"id": row.md5hash, "file_name": f"images/{row.md5hash}.jpg", "label": getattr(row, label_column),
+             "fst": int(row.fitzpatrick_scale)} for row in frame.itertuples() if row.fitzpatrick_scale > 0]
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder / "metadata.jsonl"
+
+
 def test_fairskin_derm(tmp_path, tiny_sd):
     csv = world(tmp_path / "fitzpatrick17k", n=96)
+    ddi = external_test_set(tmp_path / "ddi", n=48, label_column="three_partition_label")
     work = tmp_path / "study"
     stages = run_twice("fairskin_derm", work, [
-        f"data.path={csv}", *tiny_sd, *SMALL, "prepare.resolution=[32]",
+        f"data.path={csv}", f"downstream.test_sets.ddi={ddi}", *tiny_sd, *SMALL, "prepare.resolution=[32]",
         "train.steps=3",  # one step per pivotal phase (split in the recipe's proportions)
         "train.validation.num_inference_steps=2",
         "generate.plan.total=12", "generate.steps=2",
@@ -116,6 +126,8 @@ def test_fairskin_derm(tmp_path, tiny_sd):
     # half of the set on skin types V-VI, and every prompt names the pivotal token it trained
     assert sum(row["fst"] in (5, 6) for row in rows) == 6
     assert all(row["prompt"].startswith(f"<{row['label']}-FST-") for row in rows)
+    compare = json.loads((work / "downstream" / "compare.json").read_text())
+    assert compare["test_sets"]["ddi"]["images"] == sum(1 for _ in ddi.open())
 
 
 def ham10000(folder: Path, n: int) -> Path:
