@@ -281,16 +281,16 @@ def generation_section(study: StudyOutputs) -> Section:
     return section
 
 
-def _share(value: Any) -> str:
-    return "–" if value is None else f"{value:.0%}"
+def _share(value: Any, spec: str = ".0%") -> str:
+    return "–" if value is None else format(value, spec)
 
 
 def _truth_sentence(truth: dict[str, Any]) -> str:
     """One sentence of what the world's judge read in the delivered images."""
     judge = truth.get("judge") or {}
     return (
-        f"The truth (the world's judge, held-out accuracy {_share(judge.get('held_out_accuracy'))}, lowest cell "
-        f"{_share(judge.get('held_out_min_cell'))}): the asked class in {_share(truth.get('class_as_asked'))} of the "
+        f"The truth (the world's judge, held-out accuracy {_share(judge.get('held_out_accuracy'), '.1%')}, lowest cell "
+        f"{_share(judge.get('held_out_min_cell'), '.1%')}): the asked class in {_share(truth.get('class_as_asked'))} of the "
         f"{fmt(truth.get('delivered'))} delivered images, {_share(truth.get('class_as_asked_V_VI'))} of the "
         f"{fmt(truth.get('delivered_V_VI'))} on types V–VI (all candidates: {_share(truth.get('candidates_class_as_asked'))}); "
         f"skin type within one: {_share(truth.get('fst_within_one'))}."
