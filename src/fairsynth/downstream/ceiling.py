@@ -145,7 +145,7 @@ def oracle_shares(output: str | Path, config: DownstreamConfig, test_sets: Seque
         file = "predictions.csv" if name is None else f"predictions-{name}.csv"
         predictions = {
             arm: {seed: read_predictions(output / arm / f"seed-{seed}" / file) for seed in config.seeds}
-            for arm in config.arms if arm in ("real", "oracle", "mixed", "synthetic", "hybrid")
+            for arm in config.arms
         }
         result["test split" if name is None else name] = shares_for(predictions, config)
     return result

@@ -118,8 +118,10 @@ def load_sets(
             raise DownstreamDataError(f"{synthetic}: the synthetic manifest has no images")
     classes = tuple(sorted({s.label for s in train}))
     external = {name: load_test_set(name, path, group_by, classes) for name, path in (test_sets or {}).items()}
-    for name, samples in external.items():
-        check_disjoint([*train, *val], samples, f"downstream.test_sets.{name} ({test_sets[name]})")
+    if external:
+        training = {sha256_file(s.path) for s in (*train, *val)}  # hashed once for every test set
+        for name, samples in external.items():
+            check_disjoint(training, samples, f"downstream.test_sets.{name} ({test_sets[name]})")
     true_images: list[Sample] = []
     if oracle:
         oracle = Path(oracle)
@@ -158,10 +160,9 @@ def load_test_set(name: str, manifest: str | Path, group_by: str, classes: Seque
     return samples
 
 
-def check_disjoint(training: Sequence[Sample], tested: Sequence[Sample], what: str) -> None:
-    """Refuse a test set that holds training images (same SHA-256 of the file), with the count."""
-    seen = {sha256_file(s.path) for s in training}
-    shared = [s for s in tested if sha256_file(s.path) in seen]
+def check_disjoint(training: set[str], tested: Sequence[Sample], what: str) -> None:
+    """Refuse a test set that holds training images (``training``: their files' SHA-256), with the count."""
+    shared = [s for s in tested if sha256_file(s.path) in training]
     if shared:
         raise DownstreamDataError(
             f"{what}: {len(shared)} of its {len(tested)} images are training images (same SHA-256, e.g. "

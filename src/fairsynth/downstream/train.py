@@ -60,6 +60,11 @@ class Phase:
     learning_rate: float
 
 
+#: The arms that train on the real images plus a mixed-in pool (the synthetic set, or for
+#: ``oracle`` true world images of its cells), under the same mix, curriculum and head.
+MIXING_ARMS = ("mixed", "hybrid", "oracle")
+
+
 def phases_of(arm: str, config: DownstreamConfig) -> list[Phase]:
     """The phases an arm trains through."""
     if arm == "real":
@@ -144,19 +149,18 @@ def train_run(
     started = time.perf_counter()
     chosen: list[Sample] = []
     account: dict[str, Any] = {}
-    if arm in ("mixed", "hybrid"):
-        chosen, account = mix_training_set(sets.train, sets.synthetic, config.mix.shares(), seed)
-    elif arm == "oracle":
-        if not sets.oracle:
+    if arm in MIXING_ARMS:
+        if arm == "oracle" and not sets.oracle:
             raise ValueError("the oracle arm needs true world images of the synthetic set's cells (downstream.oracle)")
-        chosen, account = mix_training_set(sets.train, sets.oracle, config.mix.shares(), seed)
+        mixed_in = sets.oracle if arm == "oracle" else sets.synthetic
+        chosen, account = mix_training_set(sets.train, mixed_in, config.mix.shares(), seed)
     elif arm == "synthetic":
         chosen = list(sets.synthetic)
     real = list(sets.train) if arm != "synthetic" else []
     pool = ImageSet(real + chosen, sets.classes, config.image_size, augment=config.augment)
     val = ImageSet(sets.val, sets.classes, config.image_size)
     test = ImageSet(sets.test, sets.classes, config.image_size)
-    adversarial = config.domain_adversarial > 0 and arm in ("mixed", "hybrid", "oracle")
+    adversarial = config.domain_adversarial > 0 and arm in MIXING_ARMS
     model = build_classifier(config.backbone, len(sets.classes), config.pretrained, adversarial=adversarial)
 
     history: list[dict[str, Any]] = []
@@ -168,7 +172,7 @@ def train_run(
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, phase.epochs * steps_per_epoch))
         stale = 0
         for epoch in range(phase.epochs):
-            curriculum = config.mix.curriculum_epochs if arm in ("mixed", "hybrid", "oracle") and phase.real else 0
+            curriculum = config.mix.curriculum_epochs if arm in MIXING_ARMS and phase.real else 0
             synthetic_now = curriculum_prefix(chosen, epoch, curriculum)
             n_real = len(real) if phase.real else 0
             offset = {id(s): len(real) + i for i, s in enumerate(chosen)}

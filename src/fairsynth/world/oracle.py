@@ -26,7 +26,7 @@ from PIL import Image
 
 from fairsynth.data.fst import group_of, parse_fst
 from fairsynth.data.records import Record, read_manifest, write_manifest
-from fairsynth.io import atomic_write_text, save_png
+from fairsynth.io import atomic_write_bytes, atomic_write_text
 from fairsynth.world.derm import CONDITIONS, WorldConfig, encode_jpeg, render_layers
 
 if TYPE_CHECKING:
@@ -103,8 +103,9 @@ def build_oracle_images(
                 image = preprocess(decoded.convert("RGB"), prepare)
             buffer = io.BytesIO()
             image.save(buffer, format="PNG")
-            name = f"images/{hashlib.sha256(buffer.getvalue()).hexdigest()[:32]}.png"
-            save_png(image, output / name)
+            png = buffer.getvalue()
+            name = f"images/{hashlib.sha256(png).hexdigest()[:32]}.png"
+            atomic_write_bytes(output / name, png)
             record = Record(
                 f"oracle-{label.replace(' ', '-')}-{fst}-{i:05d}", name, label, None,
                 {"fst": fst, "fst_group": group_of(fst), "split": "train", "oracle": True},
