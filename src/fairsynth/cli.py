@@ -677,10 +677,11 @@ def _stage_world(recipe, action) -> None:
     if recipe.world.test_per_type > 0:
         from fairsynth.world.derm import balanced_test_world
 
-        tested = generate_world(recipe.world_test_dir, balanced_test_world(recipe.world))
+        test_world = balanced_test_world(recipe.world)
+        tested = generate_world(recipe.world_test_dir, test_world)
         console.print(
             f"external test world: {tested.n} images, {recipe.world.test_per_type} per skin type I-VI "
-            f"(seed {balanced_test_world(recipe.world).seed}), in {tested.root}", markup=False,
+            f"(seed {test_world.seed}), in {tested.root}", markup=False,
         )
 
 
@@ -727,7 +728,7 @@ def _read_truth(recipe) -> None:
 
     from fairsynth.io import atomic_write_text
     from fairsynth.world.judge import shipped_judge
-    from fairsynth.world.truth import read_generated
+    from fairsynth.world.truth import read_generated, summary_line
 
     judge, judge_report = shipped_judge(recipe.world.skin_type_effect)
     folder = Path(recipe.generate.output)
@@ -737,15 +738,7 @@ def _read_truth(recipe) -> None:
     report["truth"] = truth
     atomic_write_text(report_path, json.dumps(report, indent=2, default=str) + "\n")
 
-    def pct(value) -> str:
-        return "-" if value is None else f"{value:.0%}"
-
-    console.print(
-        f"truth (the world's judge): class as asked in {pct(truth['class_as_asked'])} of {truth['delivered']} delivered "
-        f"images, {pct(truth['class_as_asked_V_VI'])} of the {truth['delivered_V_VI']} on types V-VI "
-        f"(all candidates: {pct(truth['candidates_class_as_asked'])}); skin type within one: {pct(truth['fst_within_one'])}",
-        markup=False,
-    )
+    console.print(f"truth: {summary_line(truth)}", markup=False)
 
 
 def _stage_downstream(recipe, action) -> None:

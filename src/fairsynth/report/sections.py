@@ -21,6 +21,7 @@ from PIL import Image
 
 from fairsynth.report import plots
 from fairsynth.report.collect import ReportInputError, StudyOutputs, image_path
+from fairsynth.world.truth import summary_line
 
 #: Largest side of one image in the class x skin-type grids and memorisation pairs, in pixels.
 THUMB = 96
@@ -262,7 +263,7 @@ def generation_section(study: StudyOutputs) -> Section:
             ))
     truth = report.get("truth")
     if truth:
-        section.paragraphs.append(_truth_sentence(truth))
+        section.paragraphs.append(f"The truth: {summary_line(truth)}.")
         section.tables.append(Table(
             "The truth per class × skin-type cell (generated/report.json, truth): the world's judge, trained on "
             "balanced true renders, reads every candidate; class as asked among the delivered images, all "
@@ -281,20 +282,8 @@ def generation_section(study: StudyOutputs) -> Section:
     return section
 
 
-def _share(value: Any, spec: str = ".0%") -> str:
-    return "–" if value is None else format(value, spec)
-
-
-def _truth_sentence(truth: dict[str, Any]) -> str:
-    """One sentence of what the world's judge read in the delivered images."""
-    judge = truth.get("judge") or {}
-    return (
-        f"The truth (the world's judge, held-out accuracy {_share(judge.get('held_out_accuracy'), '.1%')}, lowest cell "
-        f"{_share(judge.get('held_out_min_cell'), '.1%')}): the asked class in {_share(truth.get('class_as_asked'))} of the "
-        f"{fmt(truth.get('delivered'))} delivered images, {_share(truth.get('class_as_asked_V_VI'))} of the "
-        f"{fmt(truth.get('delivered_V_VI'))} on types V–VI (all candidates: {_share(truth.get('candidates_class_as_asked'))}); "
-        f"skin type within one: {_share(truth.get('fst_within_one'))}."
-    )
+def _share(value: Any) -> str:
+    return "–" if value is None else f"{value:.0%}"
 
 
 def _check_values(name: str, rows: list[dict[str, Any]]) -> str:

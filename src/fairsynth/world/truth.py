@@ -46,12 +46,29 @@ def _share(hits: list[bool]) -> float | None:
     return float(np.mean(hits)) if hits else None
 
 
+def _percent(value: float | None, spec: str = ".0%") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def summary_line(truth: dict[str, Any]) -> str:
+    """One sentence of a :func:`read_generated` reading, for the terminal and the report."""
+    judge = truth.get("judge") or {}
+    return (
+        f"the world's judge (held-out accuracy {_percent(judge.get('held_out_accuracy'), '.1%')}, lowest cell "
+        f"{_percent(judge.get('held_out_min_cell'), '.1%')}) reads the asked class in {_percent(truth.get('class_as_asked'))} "
+        f"of the {truth.get('delivered')} delivered images, {_percent(truth.get('class_as_asked_V_VI'))} of the "
+        f"{truth.get('delivered_V_VI')} on types V-VI (all candidates: {_percent(truth.get('candidates_class_as_asked'))}); "
+        f"skin type within one: {_percent(truth.get('fst_within_one'))}"
+    )
+
+
 def read_generated(folder: str | Path, judge: LesionJudge, judge_report: dict[str, Any] | None = None,
                    size: int = 64) -> dict[str, Any]:
     """The judge's reading of a generated set's folder (``candidates.jsonl`` and ``metadata.jsonl``)."""
     folder = Path(folder)
     rows = [json.loads(line) for line in (folder / "candidates.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
-    read = judge_classes(judge, to_tensor(_load(folder, rows, size), size)) if rows else []
+    pixels = _load(folder, rows, size)
+    read = judge_classes(judge, to_tensor(pixels, size)) if rows else []
     cells: dict[str, dict[str, Any]] = defaultdict(lambda: {"asked": [], "delivered": [], "accepted": [], "rejected": [], "fst": []})
     rare: list[bool] = []
     rare_fst: list[bool] = []
@@ -67,12 +84,11 @@ def read_generated(folder: str | Path, judge: LesionJudge, judge_report: dict[st
                 rare.append(hit)
     delivered = [row for row in rows if row.get("selected")]
     within = {}
-    for row in delivered:
+    for row, image in zip(rows, pixels):
         fst = parse_fst(row.get("fst"))
-        if fst is None:
+        if not row.get("selected") or fst is None:
             continue
-        with Image.open(resolve_inside(folder, row["file_name"])) as image:
-            close = abs(read_skin_type(np.asarray(image.convert("RGB"))) - fst) <= 1
+        close = abs(read_skin_type(image) - fst) <= 1
         cells[f"{row['label']}|{fst}"]["fst"].append(close)
         within.setdefault(fst, []).append(close)
         if fst in RARE_TYPES:
