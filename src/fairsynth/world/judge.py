@@ -28,6 +28,8 @@ is judged against that, never against 100 %.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 
 import time
@@ -278,16 +280,23 @@ SHIPPED_JUDGE_CONFIGS: dict[float, JudgeConfig] = {
 }
 
 
+def judge_config_for(skin_type_effect: float) -> JudgeConfig:
+    """The training settings of the judge of a world: the shipped ones, or for a look without a
+    shipped judge those of the shifted world's judge (the settings that read every cell)."""
+    effect = float(skin_type_effect)
+    if effect in SHIPPED_JUDGE_CONFIGS:
+        return SHIPPED_JUDGE_CONFIGS[effect]
+    return dataclasses.replace(SHIPPED_JUDGE_CONFIGS[1.0], skin_type_effect=effect)
+
+
+@functools.lru_cache(maxsize=4)
 def shipped_judge(skin_type_effect: float = 0.0) -> tuple[LesionJudge, dict[str, Any]]:
-    """The shipped judge of the world with ``skin_type_effect`` and its training report; trained
-    anew from its config (seeded; 35 s on one core for the plain world, about 12 minutes for the
-    shifted one) when the file is absent, which gives the
-    same judge on the same machine. A world without a shipped judge gets one trained for it."""
+    """The judge of the world with ``skin_type_effect`` and its training report (read-only: one
+    per process). The shipped file where there is one; else trained from
+    :func:`judge_config_for` (seeded, so the same machine gets the same judge; 35 s on one core
+    for the plain world, about 12 minutes for any other look). Its held-out accuracy per cell is
+    in the report, and every reading of the truth carries its lowest cell."""
     path = SHIPPED_JUDGES.get(float(skin_type_effect))
-    report_path = path.with_suffix(".json") if path is not None else None
-    if path is not None and path.is_file() and report_path.is_file():
-        return load_judge(path), json.loads(report_path.read_text())
-    config = SHIPPED_JUDGE_CONFIGS.get(float(skin_type_effect))
-    if config is None:
-        config = JudgeConfig(skin_type_effect=float(skin_type_effect), n_train=4800, n_held_out=2400, epochs=8)
-    return train_judge(config)
+    if path is not None and path.is_file() and path.with_suffix(".json").is_file():
+        return load_judge(path), json.loads(path.with_suffix(".json").read_text())
+    return train_judge(judge_config_for(skin_type_effect))
