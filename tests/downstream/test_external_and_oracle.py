@@ -145,3 +145,20 @@ def test_share_is_the_ratio_of_effects_and_undefined_when_the_oracle_does_nothin
                       resamples=60)
     assert flat["arms"]["mixed"]["accuracy"]["share"] is None
     assert "within noise" in flat["arms"]["mixed"]["accuracy"]["note"]
+
+
+def test_a_test_set_added_later_is_read_by_the_saved_models_not_by_training_again(derm_study, external, tmp_path):
+    config = DownstreamConfig(real=str(derm_study["real"]), arms=["real"], seeds=[0], **TINY)
+    compare(config, tmp_path, log=lambda m: None)
+    model = tmp_path / "real" / "seed-0" / "model.safetensors"
+    trained = model.stat().st_mtime_ns
+    messages: list[str] = []
+    config.test_sets = {"balanced": str(external)}
+    result = compare(config, tmp_path, log=messages.append)
+    assert model.stat().st_mtime_ns == trained and not any("training" in m for m in messages)
+    assert any("testing the saved model" in m and "balanced" in m for m in messages)
+    p = read_predictions(tmp_path / "real" / "seed-0" / "predictions-balanced.csv")
+    assert len(p.labels) == 48
+    assert result["test_sets"]["balanced"]["runs"]["real"][0]["accuracy"] == pytest.approx(fairness.accuracy(p))
+    saved = json.loads((tmp_path / "real" / "seed-0" / "metrics.json").read_text())
+    assert set(saved["external"]) == {"balanced"}

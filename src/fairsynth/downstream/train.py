@@ -277,6 +277,39 @@ def read_predictions(path: str | Path) -> fairness.Predictions:
     )
 
 
+def load_run_model(folder: str | Path) -> tuple[Classifier, dict[str, Any]]:
+    """The classifier a :func:`save_run` folder holds, in eval mode, and its ``classifier.json``."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    info = json.loads((folder / "classifier.json").read_text())
+    model = build_classifier(info["backbone"], len(info["classes"]), "", adversarial=info.get("adversarial", False))
+    saved = load_file(str(folder / "model.safetensors"))
+    model.load_state_dict({k if k.startswith("domain_head.") else f"backbone.{k}": v for k, v in saved.items()})
+    return model.eval(), info
+
+
+def predict_saved_run(folder: Path, record: dict[str, Any], sets: Sets, config: DownstreamConfig) -> dict[str, Any]:
+    """Add the external test sets a finished run lacks, by testing its saved model (no retraining).
+
+    Writes each ``predictions-<name>.csv`` and then ``metrics.json`` again, atomically; returns the
+    updated record.
+    """
+    missing = [name for name in sets.external if name not in (record.get("external") or {})]
+    if not missing:
+        return record
+    model, info = load_run_model(folder)
+    classes = tuple(info["classes"])
+    record = {**record, "external": dict(record.get("external") or {})}
+    for name in missing:
+        samples = sets.external[name]
+        tested = predict(model, ImageSet(samples, classes, int(info["image_size"])), classes)
+        _write_predictions(folder / f"predictions-{name}.csv", tested, [s.id for s in samples])
+        record["external"][name] = evaluate_predictions(tested, config, int(record["seed"]))
+    atomic_write_text(folder / "metrics.json", json.dumps(record, indent=1, default=float) + "\n")
+    return record
+
+
 def save_run(record: dict[str, Any], folder: Path) -> None:
     """Write a run's files atomically; ``metrics.json`` last, so its presence means complete."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,6 @@ threshold can be lowered without measuring again.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -43,9 +42,7 @@ class ClassifierConfidenceConfig:
 
 def load_run_classifier(folder: str | Path) -> tuple[Any, dict[str, Any]]:
     """The classifier of a downstream run folder and its description (backbone, classes, size)."""
-    from safetensors.torch import load_file
-
-    from fairsynth.downstream.model import build_classifier
+    from fairsynth.downstream.train import load_run_model
 
     folder = Path(folder)
     described, weights = folder / "classifier.json", folder / "model.safetensors"
@@ -56,11 +53,7 @@ def load_run_classifier(folder: str | Path) -> tuple[Any, dict[str, Any]]:
                 "`fairsynth downstream compare --config <recipe> downstream.arms=[real]` and point model at its "
                 "<output>/real/seed-<k> folder"
             )
-    info = json.loads(described.read_text())
-    model = build_classifier(info["backbone"], len(info["classes"]), "", adversarial=info.get("adversarial", False))
-    state = {k if k.startswith("domain_head.") else f"backbone.{k}": v for k, v in load_file(str(weights)).items()}
-    model.load_state_dict(state)
-    return model.eval(), info
+    return load_run_model(folder)
 
 
 @FILTERS.register(
