@@ -99,6 +99,19 @@ def test_img2img_from_real_images_of_another_group(tmp_path, tiny_base, real_man
         quiet(empty)
 
 
+def test_img2img_sources_come_from_the_training_split_only(tmp_path, tiny_base, lora_output) -> None:
+    # Four images: skin type 1 in training, skin type 2 only in validation. A validation (or
+    # test) image must never shape a synthetic training image, so type 2 has no source.
+    from tests.generation.conftest import make_real
+
+    real = make_real(tmp_path / "real", n=4, fsts=(1, 1, 2, 2))
+    assert [r["split"] for r in pd.read_json(real, lines=True).to_dict("records")] == ["train", "train", "val", "val"]
+    recipe = make_recipe(tmp_path, tiny_base, real, lora_output,
+                         "generate.img2img={enabled: true, source: {fst: [2]}}", **{"plan.total": 2, "plan.values": "{fst: [3]}"})
+    with pytest.raises(GenerationError, match=r"no real image .* \(split train\) to use as img2img source"):
+        quiet(recipe)
+
+
 def test_ip_adapter_weights_missing_offline_name_the_file(tmp_path, tiny_base, real_manifest) -> None:
     folder = tmp_path / "IP-Adapter"
     (folder / "models").mkdir(parents=True)

@@ -98,13 +98,15 @@ def real_records(path: str) -> list[Record]:
 
 
 def make_plan(recipe: "Recipe") -> tuple[Plan, list[Record]]:
-    """The plan of ``recipe.generate`` and the real records it was made from."""
+    """The plan of ``recipe.generate`` and the real records it was made from: those of
+    ``plan.real_split`` (the training split) where the manifest has splits. img2img sources
+    and IP-Adapter references are drawn from the same records, so no validation or test image
+    ever shapes a synthetic one."""
     cfg = recipe.generate
     real = real_records(cfg.real)
-    counted = real
     if cfg.plan.real_split is not None and any(r.split == cfg.plan.real_split for r in real):
-        counted = [r for r in real if r.split == cfg.plan.real_split]
-    plan = build_plan(cfg.plan, counted, seed=cfg.seed if cfg.seed is not None else recipe.seed)
+        real = [r for r in real if r.split == cfg.plan.real_split]
+    plan = build_plan(cfg.plan, real, seed=cfg.seed if cfg.seed is not None else recipe.seed)
     validate_cells(plan)
     if plan.total == 0:
         raise PlanError("the plan asks for no image at all (every cell's target is 0)")
@@ -172,6 +174,7 @@ def _matches(record: Record, cell: CellPlan, fields: list[str]) -> bool:
 def _source_pool(recipe: "Recipe", real: list[Record], plan: Plan, spec: dict[str, list[Any]], same: list[str], what: str) -> dict[str, list[Record]]:
     """Real records per cell sharing ``same`` with it and (``spec``) having one of the listed values."""
     pools: dict[str, list[Record]] = {}
+    split = f" (split {recipe.generate.plan.real_split})" if recipe.generate.plan.real_split else ""
     for cell in plan.cells:
         if cell.target == 0:
             continue
@@ -182,7 +185,7 @@ def _source_pool(recipe: "Recipe", real: list[Record], plan: Plan, spec: dict[st
         ]
         if not found:
             raise GenerationError(
-                f"cell {cell.cell.id}: no real image in {recipe.generate.real} to use as {what} "
+                f"cell {cell.cell.id}: no real image in {recipe.generate.real}{split} to use as {what} "
                 f"(sharing {', '.join(same) or 'nothing'} with the cell{', with ' + str(spec) if spec else ''})"
             )
         pools[cell.cell.id] = sorted(found, key=lambda r: r.id)
