@@ -92,6 +92,10 @@ def validate(
     label_column: Optional[str] = typer.Option(None, "--label-column", help="Label column where a reader offers several."),
     min_size: int = typer.Option(0, "--min-size", help="Smallest acceptable image side in pixels."),
     require_captions: bool = typer.Option(False, "--require-captions", help="An empty caption is a problem."),
+    max_image_pixels: int = typer.Option(
+        DataConfig.__dataclass_fields__["max_image_pixels"].default, "--max-image-pixels",
+        help="Largest image (width x height) accepted; a larger file is a problem, never decoded.",
+    ),
 ) -> None:
     """Check a dataset without changing anything; exit 1 listing every problem.
 
@@ -103,6 +107,7 @@ def validate(
         cfg = DataConfig(
             reader=reader, path=str(path), images=str(images) if images else None,
             label_column=label_column, min_size=min_size, require_captions=require_captions,
+            max_image_pixels=max_image_pixels,
         )
         report = run_validation(cfg)
     except (UnknownNameError, FileNotFoundError, ValueError) as err:
@@ -121,12 +126,15 @@ def validate(
 
 
 def _load_recipe(config: Optional[Path], overrides: list[str], default: Path | None = None):
+    from fairsynth.data.images import set_max_image_pixels
     from fairsynth.recipe import load_recipe
 
     try:
-        return load_recipe(config or default, overrides)
+        recipe = load_recipe(config or default, overrides)
     except ConfigError as err:
         _fail(str(err))
+    set_max_image_pixels(recipe.data.max_image_pixels)  # every image this command opens is bounded by it
+    return recipe
 
 
 def _run_prepare(recipe) -> None:

@@ -23,6 +23,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
+from fairsynth.data.images import DEFAULT_MAX_IMAGE_PIXELS
 from fairsynth.io import atomic_write_text
 
 
@@ -69,10 +70,18 @@ class DataConfig:
     )
     require_captions: bool = knob(False, "An empty caption is a validation problem.")
     min_size: int = knob(0, "Smallest acceptable image side in pixels; 0 = the prepare resolution.")
+    max_image_pixels: int = knob(
+        DEFAULT_MAX_IMAGE_PIXELS, "Largest image (width x height) any command opens, checked from the file's "
+        "header before decoding; a larger file is a problem naming it (a decompression bomb is refused, not "
+        "decoded). Default: Pillow's own bound, about 0.18 gigapixel (13,377 x 13,377); raise it for "
+        "gigapixel scans."
+    )
 
     def __post_init__(self) -> None:
         if self.min_size < 0:
             raise ConfigError(f"data.min_size must be >= 0, got {self.min_size}")
+        if self.max_image_pixels < 1:
+            raise ConfigError(f"data.max_image_pixels must be >= 1, got {self.max_image_pixels}")
         from fairsynth.data.readers import READERS  # readers import this module
 
         if self.reader not in READERS:
