@@ -238,9 +238,16 @@ def from_dict(cls: type, values: dict[str, Any], where: str = "") -> Any:
     """Build dataclass ``cls`` from a mapping; unknown keys are errors listing the valid ones."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    prefix = f"{where}." if where else ""
+    not_names = [key for key in values if not isinstance(key, str)]
+    if not_names:  # YAML reads `1:`, `~:` and `true:` as a number, null and a boolean
+        what = {bool: "a boolean", int: "a number", float: "a number", type(None): "null"}.get(type(not_names[0]), "no text")
+        raise ConfigError(
+            f"key {prefix}{not_names[0]!r} is {what}, not a name; "
+            f"valid keys{' of ' + where if where else ''}: {', '.join(fields)}"
+        )
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        prefix = f"{where}." if where else ""
         raise ConfigError(
             f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(prefix + k for k in unknown)}; "
             f"valid keys{' of ' + where if where else ''}: {', '.join(fields)}"
@@ -272,8 +279,37 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
             if not isinstance(child, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
             node = child
-        node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+        except (yaml.YAMLError, RecursionError) as err:
+            problem = " ".join(str(err).split()) if isinstance(err, yaml.YAMLError) else "nested too deeply"
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); quote it") from None
     return values
+
+
+#: The most values a recipe may expand to. YAML aliases share one value between several places;
+#: nested aliases ("billion laughs") make a few hundred bytes expand to billions of values,
+#: which every later copy of the recipe (the resolved config.yaml, fingerprints) would write out.
+MAX_RECIPE_VALUES = 100_000
+
+
+def _expanded_size(value: Any, seen: dict[int, int], depth: int = 0) -> int:
+    """How many values ``value`` holds once every alias is written out (shared nodes counted once each time)."""
+    if depth > 200:
+        raise ConfigError("is nested more than 200 levels deep")
+    if not isinstance(value, (dict, list)):
+        return 1
+    known = seen.get(id(value))
+    if known is not None:
+        return known
+    children = list(value.keys()) + list(value.values()) if isinstance(value, dict) else value
+    size = 1
+    for child in children:
+        size += _expanded_size(child, seen, depth + 1)
+        if size > MAX_RECIPE_VALUES:
+            break
+    seen[id(value)] = size
+    return size
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -282,12 +318,29 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"recipe {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"recipe {path} is a folder, not a YAML file") from None
+    except OSError as err:
+        raise ConfigError(f"recipe {path} cannot be read ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"recipe {path} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"recipe {path} is not valid YAML: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"recipe {path} is nested too deeply to read") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"recipe {path} must be a mapping of sections, got {type(loaded).__name__}")
+    try:
+        size = _expanded_size(loaded, {})
+    except ConfigError as err:
+        raise ConfigError(f"recipe {path} {err}") from None
+    if size > MAX_RECIPE_VALUES:
+        raise ConfigError(
+            f"recipe {path} expands to more than {MAX_RECIPE_VALUES:,} values (nested YAML aliases?); "
+            "write the values out instead"
+        )
     return loaded
 
 
