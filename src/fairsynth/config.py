@@ -281,9 +281,10 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
             node = child
         try:
             node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
-        except (yaml.YAMLError, RecursionError) as err:
-            problem = " ".join(str(err).split()) if isinstance(err, yaml.YAMLError) else "nested too deeply"
-            raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); quote it") from None
+        except (yaml.YAMLError, RecursionError, ValueError) as err:
+            problem = "nested too deeply" if isinstance(err, RecursionError) else " ".join(str(err).split(";")[0].split())
+            shown = item if len(item) <= 120 else f"{item[:100]}... ({len(item)} characters)"
+            raise ConfigError(f"override {shown!r}: the value is not valid YAML ({problem}); quote it") from None
     return values
 
 
@@ -328,6 +329,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"recipe {path} is not valid YAML: {err}") from None
     except RecursionError:
         raise ConfigError(f"recipe {path} is nested too deeply to read") from None
+    except ValueError as err:  # a number of over 4,300 digits
+        raise ConfigError(f"recipe {path} cannot be read: {str(err).split(';')[0]}") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):

@@ -174,5 +174,5 @@ def read_optional_json(path: str | Path) -> Any:
         return None
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InvalidJSONError(f"{path} is not valid JSON ({err})") from err
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError, a 5,000-digit number
+        raise InvalidJSONError(f"{path} is not valid JSON ({str(err).split(';')[0] or 'nested too deeply'})") from err

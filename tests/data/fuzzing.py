@@ -59,6 +59,13 @@ json_scalars = st.one_of(
     st.none(), st.booleans(), st.integers(), st.integers(min_value=10**20, max_value=10**400),
     st.floats(allow_nan=True, allow_infinity=True), any_text, st.sampled_from(NASTY_CELLS),
 )
+#: JSON and YAML text no Python value writes: numbers past Python's 4,300-digit limit for reading
+#: integers, nesting past its recursion limit.
+raw_extremes = st.one_of(
+    st.integers(4000, 6000).map(lambda n: "9" * n),
+    st.integers(900, 3000).map(lambda n: "[" * n + "]" * n),
+    st.integers(900, 3000).map(lambda n: '{"a": ' * n + "1" + "}" * n),
+)
 json_values = st.recursive(
     json_scalars, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(any_text, inner, max_size=3)),
     max_leaves=8,
@@ -266,8 +273,10 @@ def imagefolder_cases(draw: Callable) -> tuple[str, bytes, str | None]:
                                        "a\x00.jpg", "sub", "."]), any_text)
     lines = []
     for _ in range(draw(st.integers(0, 6))):
-        kind = draw(st.integers(0, 9))
-        if kind == 0:
+        kind = draw(st.integers(0, 10))
+        if kind == 10:  # valid JSON that Python cannot read
+            lines.append('{"file_name": "a.jpg", "x": ' + draw(raw_extremes) + "}")
+        elif kind == 0:
             lines.append(draw(any_text))  # not JSON
         elif kind == 1:
             lines.append(json.dumps(draw(json_values)))  # JSON, maybe not an object
@@ -302,7 +311,7 @@ def _check_typed_labels(report: ValidationReport, data: bytes, label_column: str
     for line in data.decode("utf-8", "replace").split("\n"):
         try:
             row = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(row, dict) and isinstance(row.get("file_name"), str):
             rows.append(row)
@@ -315,8 +324,8 @@ def _check_typed_labels(report: ValidationReport, data: bytes, label_column: str
             value = source.get(label_column)
             if value is None or (isinstance(value, float) and math.isnan(value)):
                 allowed |= record.label is None
-            elif isinstance(value, (str, int, float)) and not isinstance(value, bool) and math.isfinite(float(value)
-                                                                                                       if not isinstance(value, str) else 0):
+            elif isinstance(value, str) or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                            and not (isinstance(value, float) and math.isinf(value))):
                 allowed |= record.label == (str(value).strip() or None)
         if not allowed:
             raise PropertyBroken(
@@ -328,11 +337,13 @@ def _check_typed_labels(report: ValidationReport, data: bytes, label_column: str
 @st.composite
 def deepfashion_cases(draw: Callable) -> bytes:
     """A captions.json: an object of file -> caption (repeated keys, odd values), or any JSON, or not JSON."""
-    kind = draw(st.integers(0, 9))
+    kind = draw(st.integers(0, 10))
     if kind == 0:
         return draw(st.binary(max_size=100))
     if kind == 1:
         return json.dumps(draw(json_values)).encode()
+    if kind == 10:
+        return ('{"a.jpg": ' + draw(raw_extremes) + "}").encode()
     pairs = draw(st.lists(st.tuples(st.one_of(st.sampled_from(["a.jpg", "a.jpg", "", " ", "../a.jpg", "b.png"]), any_text),
                                     st.one_of(any_text, json_values)), max_size=6))
     body = ", ".join(f"{json.dumps(k)}: {json.dumps(v, allow_nan=True)}" for k, v in pairs)
@@ -501,8 +512,10 @@ def typed_recipes(draw: Callable) -> dict[str, Any]:
 @st.composite
 def recipe_cases(draw: Callable) -> tuple[bytes, list[str]]:
     """(recipe file bytes, dotted overrides)."""
-    kind = draw(st.integers(0, 9))
-    if kind == 0:
+    kind = draw(st.integers(0, 10))
+    if kind == 10:
+        data = ("seed: " + draw(raw_extremes) + "\n").encode()
+    elif kind == 0:
         data = draw(st.binary(max_size=200))
     elif kind <= 1:
         data = draw(st.text(max_size=200)).encode("utf-8", "surrogatepass")
@@ -513,7 +526,7 @@ def recipe_cases(draw: Callable) -> tuple[bytes, list[str]]:
     for _ in range(draw(st.integers(0, 2))):
         key = draw(st.one_of(st.sampled_from([f"{s}.{k}" if k else s for s, ks in RECIPE_KEYS.items() for k in ks]), any_text))
         value = draw(st.one_of(st.sampled_from(["", "1", "[1, 2]", "{a: 1}", "null", ".nan", "-.inf", "[", "x: y: z",
-                                                "1e999", "true"]), any_text))
+                                                "1e999", "true"]), any_text, raw_extremes))
         overrides.append(f"{key}={value}" if draw(st.integers(0, 5)) else draw(any_text))
     return data, overrides
 

@@ -141,3 +141,28 @@ def test_a_folder_or_a_bad_override_is_a_config_error(tmp_path):
     for override in ("name=[", "name=x: y: z", "name=\x1b"):
         with pytest.raises(ConfigError, match="override .* is not valid YAML"):
             load_recipe(None, [override])
+
+
+@pytest.mark.parametrize("value", ["9" * 5000, "[" * 5000 + "]" * 5000, "[" * 40 + "]" * 40])
+def test_json_that_python_cannot_read_is_a_problem_naming_the_line(tmp_path, value):
+    """A 5,000-digit number passes JSON's grammar but not Python's 4,300-digit limit; nesting
+    passes it but not Python's recursion limit (or, 40 deep, a manifest's)."""
+    make_image(tmp_path / "a.jpg", size=32)
+    make_image(tmp_path / "b.jpg", size=32)
+    (tmp_path / "metadata.jsonl").write_text(f'{{"file_name": "a.jpg"}}\n{{"file_name": "b.jpg", "x": {value}}}\n')
+    report = validate(DataConfig(reader="imagefolder", path=str(tmp_path)), tmp_path)
+    assert [r.id for r in report.records] == ["a.jpg"]
+    (problem,) = [p for p in report.problems if p.severity == "error"]
+    assert problem.line == 2 and problem.kind in ("unparseable_json", "bad_value")
+    (tmp_path / "captions.json").write_text(f'{{"a.jpg": {value}}}')
+    report = validate(DataConfig(reader="deepfashion", path=str(tmp_path)), tmp_path)
+    assert report.records == [] and report.problems[0].file.endswith("captions.json")
+
+
+def test_a_recipe_number_python_cannot_read_is_a_config_error(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("seed: " + "9" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="4300 digits"):
+        load_recipe(path)
+    with pytest.raises(ConfigError, match=r"override 'seed=9+\.\.\. \(5005 characters\)'"):
+        load_recipe(None, ["seed=" + "9" * 5000])

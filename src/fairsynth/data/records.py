@@ -132,6 +132,9 @@ def read_manifest(path: str | Path) -> list[Record]:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+            except (ValueError, RecursionError) as err:  # a number of over 4,300 digits; nesting too deep
+                why = "nested too deeply" if isinstance(err, RecursionError) else str(err).split(";")[0]
+                raise ValueError(f"{path}:{number}: JSON that cannot be read ({why})") from None
     elif suffix == ".csv":
         rows = pd.read_csv(path, encoding="utf-8-sig", dtype={"id": str, "label": str}).to_dict("records")
     elif suffix == ".parquet":

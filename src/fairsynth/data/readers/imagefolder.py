@@ -187,6 +187,10 @@ def _read_jsonl(metadata_file: Path) -> tuple[list[tuple[int, dict[str, Any]]], 
         except json.JSONDecodeError as err:
             problems.append(Problem("unparseable_json", f"not valid JSON: {err.msg}", file=file, line=line))
             continue
+        except (ValueError, RecursionError) as err:  # a number of over 4,300 digits; nesting too deep
+            why = "nested too deeply" if isinstance(err, RecursionError) else str(err).split(";")[0]
+            problems.append(Problem("unparseable_json", f"JSON that cannot be read: {why}", file=file, line=line))
+            continue
         if not isinstance(value, dict):
             problems.append(Problem("unparseable_json", "a line must be one JSON object", file=file, line=line))
             continue
@@ -223,8 +227,15 @@ def _text_or_none(value: Any) -> str | None:
         return None
 
 
-def _plain(value: Any, column: str) -> Any:
-    """An attribute as a manifest can hold it (strict JSON): NaN becomes None, infinity is refused."""
+#: How deep a list or object in an attribute may nest (a manifest is a table, not a document store).
+MAX_NESTING = 32
+
+
+def _plain(value: Any, column: str, depth: int = 0) -> Any:
+    """An attribute as a manifest can hold it (strict JSON): NaN becomes None, infinity and
+    nesting deeper than :data:`MAX_NESTING` are refused."""
+    if depth > MAX_NESTING:
+        raise ValueError(f"{column} nests lists or objects more than {MAX_NESTING} levels deep")
     if isinstance(value, float):
         if math.isnan(value):
             return None
@@ -232,7 +243,7 @@ def _plain(value: Any, column: str) -> Any:
             raise ValueError(f"{column} is {value}, which a manifest cannot hold; leave it blank or give a number")
         return value
     if isinstance(value, list):
-        return [_plain(item, column) for item in value]
+        return [_plain(item, column, depth + 1) for item in value]
     if isinstance(value, dict):
-        return {key: _plain(item, column) for key, item in value.items()}
+        return {key: _plain(item, column, depth + 1) for key, item in value.items()}
     return value
