@@ -59,6 +59,9 @@ class StudyLocked(RuntimeError):
         self.lock_file = lock_file
         self.holder = holder
 
+    def __reduce__(self):  # crosses process boundaries intact
+        return type(self), (str(self), self.lock_file, self.holder)
+
 
 @dataclass(frozen=True)
 class Holder:

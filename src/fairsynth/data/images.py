@@ -65,6 +65,9 @@ class ImageReadError(ValueError):
         self.kind = kind
         self.reason = reason
 
+    def __reduce__(self):  # crosses process boundaries (worker pools) intact
+        return type(self), (self.path, self.kind, self.reason)
+
 
 def max_image_pixels() -> int:
     """The pixel limit this process applies where no ``max_pixels`` is given."""
