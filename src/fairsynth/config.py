@@ -280,7 +280,7 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
             node = child
         try:
-            node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+            node[leaf] = _load_yaml_text(raw) if raw.strip() else ""
         except (yaml.YAMLError, RecursionError, ValueError) as err:
             problem = "nested too deeply" if isinstance(err, RecursionError) else " ".join(str(err).split(";")[0].split())
             shown = item if len(item) <= 120 else f"{item[:100]}... ({len(item)} characters)"
@@ -292,6 +292,31 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
 #: nested aliases ("billion laughs") make a few hundred bytes expand to billions of values,
 #: which every later copy of the recipe (the resolved config.yaml, fingerprints) would write out.
 MAX_RECIPE_VALUES = 100_000
+
+
+#: The deepest ``[``/``{`` nesting a recipe may write: PyYAML reads nesting recursively and gives
+#: up past Python's recursion limit only after seconds of work.
+MAX_FLOW_DEPTH = 200
+
+
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of ``[``/``{`` in YAML text (brackets inside quotes count too: an
+    over-estimate, harmless below :data:`MAX_FLOW_DEPTH`)."""
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}" and depth:
+            depth -= 1
+    return deepest
+
+
+def _load_yaml_text(text: str) -> Any:
+    """``yaml.safe_load`` with nesting bounded first; RecursionError where it is still too deep."""
+    if _flow_depth(text) > MAX_FLOW_DEPTH:
+        raise RecursionError
+    return yaml.safe_load(text)
 
 
 def _expanded_size(value: Any, seen: dict[int, int], depth: int = 0) -> int:
@@ -316,7 +341,7 @@ def _expanded_size(value: Any, seen: dict[int, int], depth: int = 0) -> int:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = _load_yaml_text(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"recipe {path} does not exist") from None
     except IsADirectoryError:
