@@ -320,7 +320,7 @@ def _load_yaml_text(text: str) -> Any:
 
 
 def _expanded_size(value: Any, seen: dict[int, int], depth: int = 0) -> int:
-    """How many values ``value`` holds once every alias is written out (shared nodes counted once each time)."""
+    """How many values ``value`` holds once every alias is written out (a shared value counts at every place it appears)."""
     if depth > 200:
         raise ConfigError("is nested more than 200 levels deep")
     if not isinstance(value, (dict, list)):

@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -155,13 +155,13 @@ def tables(draw: Callable, spec: TableSpec) -> tuple[bytes, list[str]]:
                 row.append(draw(st.sampled_from(spec.valid[column])))
             else:
                 row.append(draw(any_text))
-        for _ in range(draw(st.integers(0, 2)) if row else 0):  # then break a cell or two
+        for _ in range(draw(st.sampled_from([0, 0, 0, 1, 1, 2])) if row else 0):  # then break a cell or two
             at = draw(st.integers(0, len(row) - 1))
             row[at] = draw(mutation(columns[at]))
         if draw(st.integers(0, 9)) == 0:  # ragged: a cell too many or too few
             row = row[:-1] if row and draw(st.booleans()) else row + [draw(cells)]
         rows.append(row)
-    style = draw(st.sampled_from(["quoted", "naive", "crlf", "bom", "latin-1", "garbage"]))
+    style = draw(st.sampled_from(["quoted"] * 6 + ["naive", "crlf", "bom", "latin-1", "garbage"]))
     if style == "naive":  # joined by hand: quotes and separators inside cells break the structure
         text = "".join(",".join(r) + "\n" for r in [columns, *rows])
     else:
@@ -190,7 +190,15 @@ class PropertyBroken(AssertionError):
     """A case that did not end in a clear report (the message says which property broke)."""
 
 
-def check_report(report: ValidationReport, *, rows_have_lines: bool) -> str:
+class Outcome(NamedTuple):
+    """How one case ended: in words, and the records read and error problems named on the way."""
+
+    what: str
+    records: int = 0
+    problems: int = 0
+
+
+def check_report(report: ValidationReport, *, rows_have_lines: bool) -> Outcome:
     """Raise :class:`PropertyBroken` unless the report is one a user can act on; returns the outcome."""
     ids = [r.id for r in report.records]
     duplicates = [i for i, n in Counter(ids).items() if n > 1]
@@ -220,10 +228,11 @@ def check_report(report: ValidationReport, *, rows_have_lines: bool) -> str:
         str(problem)  # printable
         if rows_have_lines and problem.kind not in TABLE_LEVEL and problem.line is None and problem.row_id is None:
             raise PropertyBroken(f"a row problem that names neither its row nor its line: {problem}")
-    return "read clean" if report.ok else "problems reported"
+    return Outcome("read clean" if report.ok else "problems reported", len(report.records),
+                   sum(p.severity == "error" for p in report.problems))
 
 
-def run_validation(cfg: DataConfig, path: Path, *, rows_have_lines: bool) -> str:
+def run_validation(cfg: DataConfig, path: Path, *, rows_have_lines: bool) -> Outcome:
     return check_report(validate(cfg, path), rows_have_lines=rows_have_lines)
 
 
@@ -231,9 +240,9 @@ def run_validation(cfg: DataConfig, path: Path, *, rows_have_lines: bool) -> str
 
 
 def _images(root: Path) -> Path:
-    """An image folder holding ``a.jpg`` (so some rows find their image) and a subfolder."""
-    make_image(root / "a.jpg", size=32)
-    (root / "sub").mkdir(exist_ok=True)
+    """An image folder holding the images the valid cells name (so that many rows find theirs)."""
+    for name in ("a.jpg", "b.jpg", "c.jpg", "b.png", "sub/a.jpg"):
+        make_image(root / name, size=32)
     return root
 
 
@@ -245,15 +254,21 @@ def table_cases(draw: Callable, reader: str) -> tuple[bytes, dict[str, Any]]:
         options["label_column"] = draw(st.sampled_from([None, "label", "nine_partition_label", "three_partition_label",
                                                         "qc", "", "日本"]))
     if reader == "csv":
-        choices = st.one_of(st.sampled_from(columns) if columns else any_text, any_text)
-        options["columns"] = draw(st.dictionaries(st.sampled_from(CSV_FIELDS), choices, max_size=5))
-        if draw(st.integers(0, 3)):  # mostly a usable mapping
-            options["columns"].setdefault("image", draw(st.sampled_from(["path", *columns]) if columns else st.just("path")))
+        if draw(st.integers(0, 3)):  # mostly the mapping that fits the table, in part, plus odd fields
+            fitting = {"image": "path", "id": "uid", "label": "condition", "fst": "skin_type", "split": "split",
+                       "sex": "sex", "caption": "caption"}
+            chosen = draw(st.lists(st.sampled_from(sorted(fitting)), unique=True, max_size=len(fitting)))
+            options["columns"] = {"image": "path", **{name: fitting[name] for name in chosen}}
+            if draw(st.integers(0, 3)) == 0:
+                options["columns"][draw(st.sampled_from(CSV_FIELDS))] = draw(st.one_of(st.sampled_from(columns or ["x"]), any_text))
+        else:
+            choices = st.one_of(st.sampled_from(columns) if columns else any_text, any_text)
+            options["columns"] = draw(st.dictionaries(st.sampled_from(CSV_FIELDS), choices, max_size=5))
     options["require_captions"] = draw(st.booleans())
     return data, options
 
 
-def check_table_case(reader: str, case: tuple[bytes, dict[str, Any]]) -> str:
+def check_table_case(reader: str, case: tuple[bytes, dict[str, Any]]) -> Outcome:
     data, options = case
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
@@ -292,7 +307,7 @@ def imagefolder_cases(draw: Callable) -> tuple[str, bytes, str | None]:
     return "metadata.csv", data, label_column
 
 
-def check_imagefolder_case(case: tuple[str, bytes, str | None]) -> str:
+def check_imagefolder_case(case: tuple[str, bytes, str | None]) -> Outcome:
     name, data, label_column = case
     with tempfile.TemporaryDirectory() as folder:
         root = _images(Path(folder))
@@ -350,7 +365,7 @@ def deepfashion_cases(draw: Callable) -> bytes:
     return ("{" + body + "}").encode("utf-8", "surrogatepass")
 
 
-def check_deepfashion_case(data: bytes) -> str:
+def check_deepfashion_case(data: bytes) -> Outcome:
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         _images(root / "images")
@@ -413,7 +428,7 @@ def mvtec_cases(draw: Callable) -> dict[str, Any]:
     return draw(st.dictionaries(st.one_of(st.sampled_from(["bottle", "screw"]), folder_names), category, max_size=2))
 
 
-def check_folder_case(reader: str, tree: dict[str, Any]) -> str:
+def check_folder_case(reader: str, tree: dict[str, Any]) -> Outcome:
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder) / "dataset"
         root.mkdir()
@@ -531,7 +546,7 @@ def recipe_cases(draw: Callable) -> tuple[bytes, list[str]]:
     return data, overrides
 
 
-def check_recipe_case(case: tuple[bytes, list[str]]) -> str:
+def check_recipe_case(case: tuple[bytes, list[str]]) -> Outcome:
     from fairsynth.recipe import Recipe, load_recipe
 
     data, overrides = case
@@ -544,16 +559,16 @@ def check_recipe_case(case: tuple[bytes, list[str]]) -> str:
             message = str(err)
             if not message.strip() or (str(path) not in message and "override" not in message):
                 raise PropertyBroken(f"a recipe error that names neither the file nor the override: {message!r}") from err
-            return "ConfigError naming the file or override"
+            return Outcome("ConfigError naming the file or override")
         if not isinstance(recipe, Recipe):
             raise PropertyBroken(f"load_recipe returned {type(recipe).__name__}")
-        return "loaded"
+        return Outcome("loaded")
 
 
 # ---- running --------------------------------------------------------------------------------
 
 #: target name -> (strategy, check, what its cases are)
-TARGETS: dict[str, tuple[st.SearchStrategy, Callable[[Any], str], str]] = {
+TARGETS: dict[str, tuple[st.SearchStrategy, Callable[[Any], Outcome], str]] = {
     **{
         reader: (table_cases(reader), (lambda r: lambda case: check_table_case(r, case))(reader), "CSV rows")
         for reader in TABLES
@@ -572,6 +587,8 @@ class Tally:
 
     target: str
     outcomes: Counter = field(default_factory=Counter)
+    records: int = 0
+    problems: int = 0
     slowest: float = 0.0
 
     @property
@@ -596,7 +613,9 @@ def fuzz(target: str, examples: int, *, derandomize: bool = False) -> Tally:
         started = time.perf_counter()
         outcome = check(value)
         tally.slowest = max(tally.slowest, time.perf_counter() - started)
-        tally.outcomes[outcome] += 1
+        tally.outcomes[outcome.what] += 1
+        tally.records += outcome.records
+        tally.problems += outcome.problems
 
     case()
     return tally
@@ -604,4 +623,6 @@ def fuzz(target: str, examples: int, *, derandomize: bool = False) -> Tally:
 
 def describe_tally(tally: Tally) -> str:
     parts = ", ".join(f"{n} {what}" for what, n in sorted(tally.outcomes.items(), key=lambda kv: -kv[1]))
-    return f"{parts}; slowest case {tally.slowest * 1000:.0f} ms" if math.isfinite(tally.slowest) else parts
+    if tally.records or tally.problems:
+        parts += f" ({tally.records:,} rows read, {tally.problems:,} problems named)"
+    return f"{parts}; slowest case {tally.slowest * 1000:.0f} ms"

@@ -38,7 +38,7 @@ def test_fuzzed_inputs_end_in_a_clear_report(target):
 @pytest.mark.parametrize("target", list(TARGETS))
 def test_many_fuzzed_inputs_end_in_a_clear_report(target, request):
     if not slow_selected(request.config):
-        pytest.skip(f"{SLOW} random cases per target (about half a minute each): run with -m slow")
+        pytest.skip(f"{SLOW} random cases per target (about 15 seconds each): run with -m slow")
     tally = fuzz(target, SLOW)
     assert tally.tried >= SLOW
 

@@ -90,22 +90,26 @@ class OutputFolder:
         temporary files. Returns True when it continues an earlier run."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.check_foreign()
-        run_file = self.state / RUN_FILE
-        resumed = run_file.is_file()
-        if resumed:
-            previous = json.loads(run_file.read_text(encoding="utf-8"))
-            changed = sorted(k for k in set(previous) | set(fingerprint) if previous.get(k) != fingerprint.get(k))
-            if changed:
-                details = "; ".join(f"{k}: {previous.get(k)!r} -> {fingerprint.get(k)!r}" for k in changed[:6])
-                raise GenerationError(
-                    f"{self.root} holds images generated with other settings ({details}); its images would not be what "
-                    "this recipe makes: choose a new generate.output, or delete the folder to start over"
-                )
-        self.lock()
-        self.remove_temporary()
-        if not resumed:
-            with _disk_errors(self.root, 0):
-                atomic_write_text(run_file, json.dumps(fingerprint, indent=2, sort_keys=True, default=str) + "\n")
+        self.lock()  # before reading run.json: a writer still running may be about to write it
+        try:
+            run_file = self.state / RUN_FILE
+            resumed = run_file.is_file()
+            if resumed:
+                previous = json.loads(run_file.read_text(encoding="utf-8"))
+                changed = sorted(k for k in set(previous) | set(fingerprint) if previous.get(k) != fingerprint.get(k))
+                if changed:
+                    details = "; ".join(f"{k}: {previous.get(k)!r} -> {fingerprint.get(k)!r}" for k in changed[:6])
+                    raise GenerationError(
+                        f"{self.root} holds images generated with other settings ({details}); its images would not be "
+                        "what this recipe makes: choose a new generate.output, or delete the folder to start over"
+                    )
+            self.remove_temporary()
+            if not resumed:
+                with _disk_errors(self.root, 0):
+                    atomic_write_text(run_file, json.dumps(fingerprint, indent=2, sort_keys=True, default=str) + "\n")
+        except BaseException:
+            self.release()
+            raise
         return resumed
 
     def lock(self) -> None:
