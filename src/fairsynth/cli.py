@@ -158,7 +158,7 @@ def _release_study() -> None:
         release(_held_locks.pop())
 
 
-def _hold_study(recipe, *writes) -> None:
+def _hold_study(workdir, *writes) -> None:
     """One writer per study: hold <workdir>/.fairsynth.lock until this command ends (see fairsynth.lock).
 
     Taken where the command writes inside the workdir, by process 0 of an `accelerate launch` only.
@@ -166,7 +166,7 @@ def _hold_study(recipe, *writes) -> None:
     from fairsynth.lock import StudyLocked, lock_study
 
     try:
-        held = lock_study(recipe.workdir, [str(w) for w in writes if w],
+        held = lock_study(workdir, [str(w) for w in writes if w],
                           log=lambda message: errors.print(f"warning: {message}", markup=False))
     except StudyLocked as err:
         _fail(str(err), code=EXIT_LOCKED)
@@ -223,7 +223,7 @@ def prepare(
     recipe = _load_recipe(config, list(overrides or []))
     if drop_invalid:
         recipe.prepare.drop_invalid = True
-    _hold_study(recipe, recipe.prepare.output)
+    _hold_study(recipe.workdir, recipe.prepare.output)
     _run_prepare(recipe)
 
 
@@ -247,7 +247,7 @@ def train(
     accelerate launch --multi_gpu --num_processes 2 -m fairsynth.cli train --config recipe.yaml
     """
     recipe = _load_recipe(config, list(overrides or []))
-    _hold_study(recipe, recipe.train.output, recipe.train.cache_dir)
+    _hold_study(recipe.workdir, recipe.train.output, recipe.train.cache_dir)
     _run_train(recipe, resume)
 
 
@@ -304,7 +304,7 @@ def evaluate(
     for key, value in (("real", real), ("synthetic", synthetic), ("output", output)):
         if value is not None:
             setattr(recipe.evaluate, key, str(value))
-    _hold_study(recipe, recipe.evaluate.output, recipe.evaluate.cache_dir)
+    _hold_study(recipe.workdir, recipe.evaluate.output, recipe.evaluate.cache_dir)
     _run_evaluate(recipe.evaluate)
 
 
@@ -353,7 +353,7 @@ def generate(
     if dry_run:
         _run_dry_run(recipe)
         return
-    _hold_study(recipe, recipe.generate.output, recipe.filter.cache_dir)
+    _hold_study(recipe.workdir, recipe.generate.output, recipe.filter.cache_dir)
     from fairsynth.generation.run import generate as run_generate
 
     result = _guarded(lambda: run_generate(recipe, log=lambda m: console.print(m, markup=False)))
@@ -441,7 +441,7 @@ def filter_images(
     Example: fairsynth filter --config recipes/fairskin_derm.yaml filter.options.sharpness.min_variance=80
     """
     recipe = _load_recipe(config, list(overrides or []))
-    _hold_study(recipe, recipe.generate.output, recipe.filter.cache_dir)
+    _hold_study(recipe.workdir, recipe.generate.output, recipe.filter.cache_dir)
     from fairsynth.generation.run import refilter
 
     result = _guarded(lambda: refilter(recipe, log=lambda m: console.print(m, markup=False)))
@@ -604,7 +604,7 @@ def downstream_compare(
     Example: fairsynth downstream compare --config recipes/fairskin_derm.yaml --seeds 0,1,2
     """
     recipe = _load_recipe(config, list(overrides or []))
-    _hold_study(recipe, recipe.downstream.output)
+    _hold_study(recipe.workdir, recipe.downstream.output)
     result = _run_downstream(recipe, arms, seeds)
     from fairsynth.downstream.compare import render_table
 
@@ -624,7 +624,7 @@ def downstream_train(
     Example: fairsynth downstream train --config recipes/fairskin_derm.yaml --arm real --seed 0
     """
     recipe = _load_recipe(config, list(overrides or []))
-    _hold_study(recipe, recipe.downstream.output)
+    _hold_study(recipe.workdir, recipe.downstream.output)
     result = _run_downstream(recipe, arm, str(seed), table=False)
     row = result["runs"][arm][seed]
     auroc = "undefined" if row["macro_auroc"] is None else format(row["macro_auroc"], ".3f")
@@ -655,7 +655,7 @@ def run(
     """
     recipe = _load_recipe(recipe_path, list(overrides or []))
     if not dry_run:
-        _hold_study(recipe, recipe.workdir)
+        _hold_study(recipe.workdir, recipe.workdir)
     _run_study(recipe, until=until, force=force, dry_run=dry_run)
 
 
@@ -682,7 +682,7 @@ def sweep(
     from fairsynth.sweep import SweepError, parse_grid, run_sweep, shared_recipe
 
     recipe = _load_recipe(recipe_path, list(overrides or []))
-    _hold_study(recipe, recipe.workdir)
+    _hold_study(recipe.workdir, recipe.workdir)
     log = lambda message: console.print(message, markup=False)  # noqa: E731
     try:
         axes = parse_grid(grid)
@@ -973,6 +973,8 @@ def report(
     """
     from fairsynth.report import ReportError, build_report
 
+    if Path(workdir).is_dir():  # (a folder that is no study is refused by build_report)
+        _hold_study(workdir, output or Path(workdir) / "report")
     try:
         page = build_report(workdir, output)
     except ReportError as err:
@@ -1011,7 +1013,7 @@ def demo(
     recipe = _load_recipe(None, extra, default=DEMO_RECIPE)
     if recipe.world is None:
         _fail("the demo recipe has no world section")
-    _hold_study(recipe, recipe.workdir)
+    _hold_study(recipe.workdir, recipe.workdir)
     _run_study(recipe, until=until, force=force)
 
 
