@@ -92,6 +92,10 @@ def validate(
     label_column: Optional[str] = typer.Option(None, "--label-column", help="Label column where a reader offers several."),
     min_size: int = typer.Option(0, "--min-size", help="Smallest acceptable image side in pixels."),
     require_captions: bool = typer.Option(False, "--require-captions", help="An empty caption is a problem."),
+    max_image_pixels: int = typer.Option(
+        DataConfig.__dataclass_fields__["max_image_pixels"].default, "--max-image-pixels",
+        help="Largest image (width x height) accepted; a larger file is a problem, never decoded.",
+    ),
 ) -> None:
     """Check a dataset without changing anything; exit 1 listing every problem.
 
@@ -103,6 +107,7 @@ def validate(
         cfg = DataConfig(
             reader=reader, path=str(path), images=str(images) if images else None,
             label_column=label_column, min_size=min_size, require_captions=require_captions,
+            max_image_pixels=max_image_pixels,
         )
         report = run_validation(cfg)
     except (UnknownNameError, FileNotFoundError, ValueError) as err:
@@ -121,12 +126,52 @@ def validate(
 
 
 def _load_recipe(config: Optional[Path], overrides: list[str], default: Path | None = None):
+    from fairsynth.data.images import set_max_image_pixels
     from fairsynth.recipe import load_recipe
 
     try:
-        return load_recipe(config or default, overrides)
+        recipe = load_recipe(config or default, overrides)
     except ConfigError as err:
         _fail(str(err))
+    set_max_image_pixels(recipe.data.max_image_pixels)  # every image this command opens is bounded by it
+    return recipe
+
+
+#: Exit status of a command that finds its study being written by another process.
+EXIT_LOCKED = 4
+
+
+#: Study locks this command holds, released when it ends (however it ends).
+_held_locks: list[Path] = []
+
+
+@app.callback()
+def _command(ctx: typer.Context) -> None:
+    # runs before every command; the study lock it may take is given back when the command ends
+    ctx.call_on_close(_release_study)
+
+
+def _release_study() -> None:
+    from fairsynth.lock import release
+
+    while _held_locks:
+        release(_held_locks.pop())
+
+
+def _hold_study(workdir, *writes) -> None:
+    """One writer per study: hold <workdir>/.fairsynth.lock until this command ends (see fairsynth.lock).
+
+    Taken where the command writes inside the workdir, by process 0 of an `accelerate launch` only.
+    """
+    from fairsynth.lock import StudyLocked, lock_study
+
+    try:
+        held = lock_study(workdir, [str(w) for w in writes if w],
+                          log=lambda message: errors.print(f"warning: {message}", markup=False))
+    except StudyLocked as err:
+        _fail(str(err), code=EXIT_LOCKED)
+    if held is not None:
+        _held_locks.append(held)
 
 
 def _run_prepare(recipe) -> None:
@@ -178,6 +223,7 @@ def prepare(
     recipe = _load_recipe(config, list(overrides or []))
     if drop_invalid:
         recipe.prepare.drop_invalid = True
+    _hold_study(recipe.workdir, recipe.prepare.output)
     _run_prepare(recipe)
 
 
@@ -201,15 +247,19 @@ def train(
     accelerate launch --multi_gpu --num_processes 2 -m fairsynth.cli train --config recipe.yaml
     """
     recipe = _load_recipe(config, list(overrides or []))
+    _hold_study(recipe.workdir, recipe.train.output, recipe.train.cache_dir)
     _run_train(recipe, resume)
 
 
 def _run_train(recipe, resume: Optional[str]) -> None:
+    from fairsynth.lock import StudyLocked
     from fairsynth.methods import MethodError
     from fairsynth.training.loop import TrainingDiverged, train as run_training
 
     try:
         result = run_training(recipe, resume=resume)
+    except StudyLocked as err:
+        _fail(str(err), code=EXIT_LOCKED)
     except TrainingDiverged as err:
         _fail(str(err), code=1)
     except (ConfigError, MethodError, UnknownNameError, FileNotFoundError, ValueError, KeyError) as err:
@@ -254,6 +304,7 @@ def evaluate(
     for key, value in (("real", real), ("synthetic", synthetic), ("output", output)):
         if value is not None:
             setattr(recipe.evaluate, key, str(value))
+    _hold_study(recipe.workdir, recipe.evaluate.output, recipe.evaluate.cache_dir)
     _run_evaluate(recipe.evaluate)
 
 
@@ -302,6 +353,7 @@ def generate(
     if dry_run:
         _run_dry_run(recipe)
         return
+    _hold_study(recipe.workdir, recipe.generate.output, recipe.filter.cache_dir)
     from fairsynth.generation.run import generate as run_generate
 
     result = _guarded(lambda: run_generate(recipe, log=lambda m: console.print(m, markup=False)))
@@ -315,6 +367,7 @@ def _guarded(action):
     from fairsynth.generation.plan import PlanError
     from fairsynth.generation.writer import DiskFullError, GenerationError
     from fairsynth.io import UnsafePathError
+    from fairsynth.lock import StudyLocked
     from fairsynth.metrics.extractors import WeightsNotFound
     from fairsynth.methods import MethodError
 
@@ -322,6 +375,8 @@ def _guarded(action):
         return action()
     except DiskFullError as err:
         _fail(str(err), code=3)
+    except StudyLocked as err:
+        _fail(str(err), code=EXIT_LOCKED)
     except (PlanError, GenerationError, FilterError, WeightsNotFound, MethodError, ConfigError, UnsafePathError,
             UnknownNameError, FileNotFoundError, ValueError, KeyError) as err:
         _fail(str(err).strip("'\""))
@@ -386,6 +441,7 @@ def filter_images(
     Example: fairsynth filter --config recipes/fairskin_derm.yaml filter.options.sharpness.min_variance=80
     """
     recipe = _load_recipe(config, list(overrides or []))
+    _hold_study(recipe.workdir, recipe.generate.output, recipe.filter.cache_dir)
     from fairsynth.generation.run import refilter
 
     result = _guarded(lambda: refilter(recipe, log=lambda m: console.print(m, markup=False)))
@@ -548,6 +604,7 @@ def downstream_compare(
     Example: fairsynth downstream compare --config recipes/fairskin_derm.yaml --seeds 0,1,2
     """
     recipe = _load_recipe(config, list(overrides or []))
+    _hold_study(recipe.workdir, recipe.downstream.output)
     result = _run_downstream(recipe, arms, seeds)
     from fairsynth.downstream.compare import render_table
 
@@ -567,6 +624,7 @@ def downstream_train(
     Example: fairsynth downstream train --config recipes/fairskin_derm.yaml --arm real --seed 0
     """
     recipe = _load_recipe(config, list(overrides or []))
+    _hold_study(recipe.workdir, recipe.downstream.output)
     result = _run_downstream(recipe, arm, str(seed), table=False)
     row = result["runs"][arm][seed]
     auroc = "undefined" if row["macro_auroc"] is None else format(row["macro_auroc"], ".3f")
@@ -596,6 +654,8 @@ def run(
     Example: fairsynth run recipes/fairskin_derm.yaml train.steps=600 --until generate
     """
     recipe = _load_recipe(recipe_path, list(overrides or []))
+    if not dry_run:
+        _hold_study(recipe.workdir, recipe.workdir)
     _run_study(recipe, until=until, force=force, dry_run=dry_run)
 
 
@@ -622,6 +682,7 @@ def sweep(
     from fairsynth.sweep import SweepError, parse_grid, run_sweep, shared_recipe
 
     recipe = _load_recipe(recipe_path, list(overrides or []))
+    _hold_study(recipe.workdir, recipe.workdir)
     log = lambda message: console.print(message, markup=False)  # noqa: E731
     try:
         axes = parse_grid(grid)
@@ -912,6 +973,8 @@ def report(
     """
     from fairsynth.report import ReportError, build_report
 
+    if Path(workdir).is_dir():  # (a folder that is no study is refused by build_report)
+        _hold_study(workdir, output or Path(workdir) / "report")
     try:
         page = build_report(workdir, output)
     except ReportError as err:
@@ -950,6 +1013,7 @@ def demo(
     recipe = _load_recipe(None, extra, default=DEMO_RECIPE)
     if recipe.world is None:
         _fail("the demo recipe has no world section")
+    _hold_study(recipe.workdir, recipe.workdir)
     _run_study(recipe, until=until, force=force)
 
 

@@ -23,6 +23,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
+from fairsynth.data.images import DEFAULT_MAX_IMAGE_PIXELS
 from fairsynth.io import atomic_write_text
 
 
@@ -69,10 +70,18 @@ class DataConfig:
     )
     require_captions: bool = knob(False, "An empty caption is a validation problem.")
     min_size: int = knob(0, "Smallest acceptable image side in pixels; 0 = the prepare resolution.")
+    max_image_pixels: int = knob(
+        DEFAULT_MAX_IMAGE_PIXELS, "Largest image (width x height) any command opens, checked from the file's "
+        "header before decoding; a larger file is a problem naming it (a decompression bomb is refused, not "
+        "decoded). Default: Pillow's own bound, about 0.18 gigapixel (13,377 x 13,377); raise it for "
+        "gigapixel scans."
+    )
 
     def __post_init__(self) -> None:
         if self.min_size < 0:
             raise ConfigError(f"data.min_size must be >= 0, got {self.min_size}")
+        if self.max_image_pixels < 1:
+            raise ConfigError(f"data.max_image_pixels must be >= 1, got {self.max_image_pixels}")
         from fairsynth.data.readers import READERS  # readers import this module
 
         if self.reader not in READERS:
@@ -229,9 +238,16 @@ def from_dict(cls: type, values: dict[str, Any], where: str = "") -> Any:
     """Build dataclass ``cls`` from a mapping; unknown keys are errors listing the valid ones."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    prefix = f"{where}." if where else ""
+    not_names = [key for key in values if not isinstance(key, str)]
+    if not_names:  # YAML reads `1:`, `~:` and `true:` as a number, null and a boolean
+        what = {bool: "a boolean", int: "a number", float: "a number", type(None): "null"}.get(type(not_names[0]), "no text")
+        raise ConfigError(
+            f"key {prefix}{not_names[0]!r} is {what}, not a name; "
+            f"valid keys{' of ' + where if where else ''}: {', '.join(fields)}"
+        )
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        prefix = f"{where}." if where else ""
         raise ConfigError(
             f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(prefix + k for k in unknown)}; "
             f"valid keys{' of ' + where if where else ''}: {', '.join(fields)}"
@@ -263,22 +279,96 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
             if not isinstance(child, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
             node = child
-        node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            node[leaf] = _load_yaml_text(raw) if raw.strip() else ""
+        except (yaml.YAMLError, RecursionError, ValueError) as err:
+            problem = "nested too deeply" if isinstance(err, RecursionError) else " ".join(str(err).split(";")[0].split())
+            shown = item if len(item) <= 120 else f"{item[:100]}... ({len(item)} characters)"
+            raise ConfigError(f"override {shown!r}: the value is not valid YAML ({problem}); quote it") from None
     return values
+
+
+#: The most values a recipe may expand to. YAML aliases share one value between several places;
+#: nested aliases ("billion laughs") make a few hundred bytes expand to billions of values,
+#: which every later copy of the recipe (the resolved config.yaml, fingerprints) would write out.
+MAX_RECIPE_VALUES = 100_000
+
+
+#: The deepest ``[``/``{`` nesting a recipe may write: PyYAML reads nesting recursively and gives
+#: up past Python's recursion limit only after seconds of work.
+MAX_FLOW_DEPTH = 200
+
+
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of ``[``/``{`` in YAML text (brackets inside quotes count too: an
+    over-estimate, harmless below :data:`MAX_FLOW_DEPTH`)."""
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}" and depth:
+            depth -= 1
+    return deepest
+
+
+def _load_yaml_text(text: str) -> Any:
+    """``yaml.safe_load`` with nesting bounded first; RecursionError where it is still too deep."""
+    if _flow_depth(text) > MAX_FLOW_DEPTH:
+        raise RecursionError
+    return yaml.safe_load(text)
+
+
+def _expanded_size(value: Any, seen: dict[int, int], depth: int = 0) -> int:
+    """How many values ``value`` holds once every alias is written out (a shared value counts at every place it appears)."""
+    if depth > 200:
+        raise ConfigError("is nested more than 200 levels deep")
+    if not isinstance(value, (dict, list)):
+        return 1
+    known = seen.get(id(value))
+    if known is not None:
+        return known
+    children = list(value.keys()) + list(value.values()) if isinstance(value, dict) else value
+    size = 1
+    for child in children:
+        size += _expanded_size(child, seen, depth + 1)
+        if size > MAX_RECIPE_VALUES:
+            break
+    seen[id(value)] = size
+    return size
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = _load_yaml_text(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"recipe {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"recipe {path} is a folder, not a YAML file") from None
+    except OSError as err:
+        raise ConfigError(f"recipe {path} cannot be read ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"recipe {path} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"recipe {path} is not valid YAML: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"recipe {path} is nested too deeply to read") from None
+    except ValueError as err:  # a number of over 4,300 digits
+        raise ConfigError(f"recipe {path} cannot be read: {str(err).split(';')[0]}") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"recipe {path} must be a mapping of sections, got {type(loaded).__name__}")
+    try:
+        size = _expanded_size(loaded, {})
+    except ConfigError as err:
+        raise ConfigError(f"recipe {path} {err}") from None
+    if size > MAX_RECIPE_VALUES:
+        raise ConfigError(
+            f"recipe {path} expands to more than {MAX_RECIPE_VALUES:,} values (nested YAML aliases?); "
+            "write the values out instead"
+        )
     return loaded
 
 

@@ -125,18 +125,39 @@ class UnsafePathError(ValueError):
     """A path from a manifest that would leave the dataset root."""
 
 
+class UnresolvablePathError(UnsafePathError):
+    """A path from a manifest that cannot be followed: a symlink loop, a NUL byte, a name too long."""
+
+
+def _shown(path: str | Path, limit: int = 200) -> str:
+    """A path for a message, cut in the middle when it is very long."""
+    text = str(path)
+    return text if len(text) <= limit else f"{text[: limit // 2]}...{text[-limit // 2 :]} ({len(text)} characters)"
+
+
 def resolve_inside(root: str | Path, relative: str | Path) -> Path:
     """Resolve ``relative`` against ``root``; refuse absolute paths, ``..`` and symlinks out.
 
     Paths read from manifests are untrusted: they must name a file inside the dataset root.
+    A path that cannot be resolved at all (a symlink loop, a NUL byte, a name longer than the
+    file system allows) is an :class:`UnresolvablePathError`.
     """
     root = Path(root).resolve()
     rel = Path(relative)
+    if "\x00" in str(relative):
+        raise UnresolvablePathError(f"path {_shown(repr(str(relative)))} holds a NUL byte, which no file name can")
     if rel.is_absolute() or rel.drive:
-        raise UnsafePathError(f"absolute path {str(relative)!r} is not allowed; paths are relative to {root}")
+        raise UnsafePathError(f"absolute path {_shown(repr(str(relative)))} is not allowed; paths are relative to {root}")
     if ".." in rel.parts:
-        raise UnsafePathError(f"path {str(relative)!r} leaves the dataset root {root}")
-    resolved = (root / rel).resolve()
+        raise UnsafePathError(f"path {_shown(repr(str(relative)))} leaves the dataset root {root}")
+    try:
+        resolved = (root / rel).resolve()
+    except RuntimeError as err:  # Python < 3.13: "Symlink loop from ..."
+        raise UnresolvablePathError(f"path {_shown(repr(str(relative)))} cannot be followed: {err}") from None
+    except OSError as err:  # ELOOP (Python >= 3.13), ENAMETOOLONG
+        raise UnresolvablePathError(
+            f"path {_shown(repr(str(relative)))} cannot be followed ({err.strerror or err})"
+        ) from None
     if resolved != root and root not in resolved.parents:
         raise UnsafePathError(f"path {str(relative)!r} resolves to {resolved}, outside the dataset root {root}")
     return resolved
@@ -153,5 +174,5 @@ def read_optional_json(path: str | Path) -> Any:
         return None
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InvalidJSONError(f"{path} is not valid JSON ({err})") from err
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError, a 5,000-digit number
+        raise InvalidJSONError(f"{path} is not valid JSON ({str(err).split(';')[0] or 'nested too deeply'})") from err

@@ -54,3 +54,19 @@ def test_bad_json_line_is_named(tmp_path):
     path.write_text('{"file_name": "a.png"}\n{broken\n')
     with pytest.raises(ValueError, match=r"m.jsonl:2"):
         read_manifest(path)
+
+
+@pytest.mark.parametrize("fst, words", [("Infinity", "inf is not a whole number"), ("9", "outside 1-6"),
+                                        ("3.5", "not a whole number"), ("9" * 5000, "cannot be read")])
+def test_a_manifest_skin_type_that_is_none_is_named_with_its_row(tmp_path, fst, words):
+    """A user's manifest (a downstream test set) with a skin type that is not one."""
+    path = tmp_path / "test.jsonl"
+    path.write_text('{"file_name": "a.png", "fst": 3}\n' + f'{{"file_name": "b.png", "fst": {fst}}}\n')
+    with pytest.raises(ValueError, match=rf"test\.jsonl.*2.*{words}"):
+        read_manifest(path)
+
+
+def test_csv_manifests_read_whole_skin_types_back(tmp_path):
+    records = [Record("a", "a.png", "x", attributes={"fst": 3}), Record("b", "b.png", "x", attributes={"fst": None})]
+    write_manifest(records, tmp_path / "m.csv")
+    assert [r.fst for r in read_manifest(tmp_path / "m.csv")] == [3, None]

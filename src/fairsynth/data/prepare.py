@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from fairsynth.data.captions import render_caption
 from fairsynth.data.fst import GROUP_NAMES, ROMAN, group_of
 from fairsynth.data.hair import remove_hair
+from fairsynth.data.images import read_image
 from fairsynth.data.preprocess import load_rgb, resize_crop
 from fairsynth.data.problems import Problem, errors
 from fairsynth.data.records import Record, write_manifest
@@ -112,7 +113,7 @@ def _settings_key(recipe: "Recipe") -> str:
 
 
 def _prepare_image(source: Path, recipe: "Recipe") -> Image.Image:
-    return preprocess(load_rgb(source), recipe.prepare)
+    return preprocess(load_rgb(source, max_pixels=recipe.data.max_image_pixels), recipe.prepare)
 
 
 def preprocess(image: Image.Image, cfg: "PrepareConfig") -> Image.Image:
@@ -166,8 +167,7 @@ def prepare(recipe: "Recipe", *, progress: bool = True) -> PrepareResult:
             name = f"images/{key}.png"
             target = staging / name
             if target.exists():  # done by an earlier, interrupted run
-                with Image.open(target) as done:
-                    image = done.convert("RGB")
+                image = read_image(target).convert("RGB")
             else:
                 image = _prepare_image(source, recipe)
                 save_png(image, target)

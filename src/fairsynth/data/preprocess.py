@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
+
+from fairsynth.data.images import read_image, upright
 
 #: Colour that transparent pixels are composited onto.
 ALPHA_BACKGROUND = (255, 255, 255)
@@ -39,12 +41,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Open an image, apply its EXIF orientation and return it as 8-bit RGB."""
-    with Image.open(path) as image:
-        image.load()
-        oriented = ImageOps.exif_transpose(image)
-        return to_rgb(oriented if oriented is not None else image)
+def load_rgb(path: str | Path, *, max_pixels: int | None = None) -> Image.Image:
+    """Open an image (within the pixel limit, :mod:`fairsynth.data.images`), apply its EXIF
+    orientation and return it as 8-bit RGB."""
+    return to_rgb(upright(read_image(path, max_pixels=max_pixels)))
 
 
 def resize_crop(image: Image.Image, size: tuple[int, int], crop: str = "center") -> Image.Image:

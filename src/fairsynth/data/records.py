@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from fairsynth.data.fst import parse_fst
 from fairsynth.io import atomic_open, atomic_write_text
 
 FIXED_COLUMNS = ("file_name", "id", "label", "caption")
@@ -63,8 +64,8 @@ class Record:
         if clean.get("file_name") is None:
             raise ValueError(f"manifest row {clean.get('id')!r} has no file_name")
         attributes = {k: v for k, v in clean.items() if k not in FIXED_COLUMNS}
-        if isinstance(attributes.get("fst"), float):
-            attributes["fst"] = int(attributes["fst"])
+        if "fst" in attributes:  # CSV and Parquet manifests hold 3.0 where JSONL holds 3
+            attributes["fst"] = parse_fst(attributes["fst"])
         return cls(
             id=str(clean.get("id") if clean.get("id") is not None else clean["file_name"]),
             image=str(clean["file_name"]),
@@ -132,6 +133,9 @@ def read_manifest(path: str | Path) -> list[Record]:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+            except (ValueError, RecursionError) as err:  # a number of over 4,300 digits; nesting too deep
+                why = "nested too deeply" if isinstance(err, RecursionError) else str(err).split(";")[0]
+                raise ValueError(f"{path}:{number}: JSON that cannot be read ({why})") from None
     elif suffix == ".csv":
         rows = pd.read_csv(path, encoding="utf-8-sig", dtype={"id": str, "label": str}).to_dict("records")
     elif suffix == ".parquet":
@@ -142,5 +146,8 @@ def read_manifest(path: str | Path) -> list[Record]:
     for number, row in enumerate(rows, start=1):
         if "file_name" not in row:
             raise ValueError(f"{path}: row {number} has no file_name column")
-        records.append(Record.from_row(row))
+        try:
+            records.append(Record.from_row(row))
+        except ValueError as err:  # a skin type outside 1-6, no file_name
+            raise ValueError(f"{path}: row {number}: {err}") from None
     return records

@@ -2,25 +2,26 @@
 
 The reader reports table-level problems (columns, labels, skin types, duplicate ids); this
 module opens every image and reports the rest — all of them, each naming its row and file:
-a path that leaves the dataset root (``..``, absolute paths, symlinks out), a missing,
-zero-byte, truncated or not-an-image file, an image smaller than the target resolution, an
-empty caption where captions are required. Grayscale, CMYK, 16-bit, palette and alpha
+a path that leaves the dataset root (``..``, absolute paths, symlinks out) or cannot be
+followed (a symlink loop, a NUL byte, a name too long), a missing, zero-byte, truncated or
+not-an-image file (an HTML page saved as ``.jpg`` is named as one), an image above the pixel
+limit (``data.max_image_pixels``: refused from its header, never decoded), a PNG metadata
+chunk that inflates beyond Pillow's safety limit, a broken EXIF orientation, an image smaller
+than the target resolution, an empty caption where captions are required. Grayscale, CMYK, 16-bit, palette and alpha
 images are accepted with a note: :func:`fairsynth.data.preprocess.load_rgb` converts them.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
 from fairsynth.config import DataConfig
+from fairsynth.data.images import ImageReadError, exif_orientation, read_image
 from fairsynth.data.problems import Problem, errors
 from fairsynth.data.readers import ReadResult, read_dataset
 from fairsynth.data.records import Record
-from fairsynth.io import UnsafePathError, resolve_inside
+from fairsynth.io import UnresolvablePathError, UnsafePathError, resolve_inside
 
 #: Modes PIL opens that are converted to 8-bit RGB on the way in.
 CONVERTED_MODES = {
@@ -67,8 +68,8 @@ class ValidationReport:
         return [r for r in self.records if r.id not in bad]
 
 
-def check_image(record: Record, root: Path, min_size: int = 0) -> list[Problem]:
-    """Every problem with one record's image file."""
+def check_image(record: Record, root: Path, min_size: int = 0, *, max_pixels: int | None = None) -> list[Problem]:
+    """Every problem with one record's image file (opened through :mod:`fairsynth.data.images`)."""
     shown = record.image
 
     def problem(kind: str, message: str, severity: str = "error") -> Problem:
@@ -76,28 +77,21 @@ def check_image(record: Record, root: Path, min_size: int = 0) -> list[Problem]:
 
     try:
         path = resolve_inside(root, record.image)
+    except UnresolvablePathError as err:
+        return [problem("unreadable", str(err))]
     except UnsafePathError as err:
         return [problem("unsafe_path", str(err))]
     shown = str(path)
-    if not path.exists():
-        return [problem("missing_file", "image file does not exist")]
-    if not path.is_file():
-        return [problem("not_a_file", "image path is not a regular file")]
-    if path.stat().st_size == 0:
-        return [problem("empty_file", "image file is empty (0 bytes)")]
     try:
-        with Image.open(path) as image:
-            image.verify()  # structure and checksums, without decoding pixels
-        with Image.open(path) as image, warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image.load()  # decodes every pixel: catches truncated files
-            mode, (width, height) = image.mode, image.size
-            has_transparency = "transparency" in image.info
-    except UnidentifiedImageError:
-        return [problem("not_an_image", "file is not an image PIL can read")]
-    except (OSError, SyntaxError, ValueError) as err:
-        return [problem("truncated", f"image cannot be decoded ({err})")]
+        image = read_image(path, max_pixels=max_pixels, verify=True)
+    except ImageReadError as err:
+        return [problem(err.kind, err.reason)]
+    mode, (width, height) = image.mode, image.size
+    has_transparency = "transparency" in image.info
+    orientation = exif_orientation(image)
     found: list[Problem] = []
+    if orientation.problem:
+        found.append(problem("bad_exif", orientation.problem, orientation.severity))
     if min(width, height) < min_size:
         found.append(problem("too_small", f"image is {width}x{height}, smaller than {min_size} px on its short side"))
     if mode in CONVERTED_MODES or has_transparency:
@@ -107,11 +101,12 @@ def check_image(record: Record, root: Path, min_size: int = 0) -> list[Problem]:
 
 
 def check_records(
-    records: list[Record], root: Path, *, min_size: int = 0, require_captions: bool = False
+    records: list[Record], root: Path, *, min_size: int = 0, require_captions: bool = False,
+    max_pixels: int | None = None,
 ) -> list[Problem]:
     found: list[Problem] = []
     for record in records:
-        found.extend(check_image(record, root, min_size))
+        found.extend(check_image(record, root, min_size, max_pixels=max_pixels))
         if require_captions and not (record.caption or "").strip():
             found.append(Problem("empty_caption", "caption is empty but captions are required", record.id, record.image))
     return found
@@ -128,5 +123,8 @@ def validate(
     result: ReadResult = read_dataset(cfg, path, images)
     size = cfg.min_size if min_size is None else min_size
     found = list(result.problems)
-    found.extend(check_records(result.records, result.root, min_size=size, require_captions=cfg.require_captions))
+    found.extend(check_records(
+        result.records, result.root, min_size=size, require_captions=cfg.require_captions,
+        max_pixels=cfg.max_image_pixels,
+    ))
     return ValidationReport(result.records, result.root, found, result.source)

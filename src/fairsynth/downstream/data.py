@@ -27,6 +27,7 @@ from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import v2
 
 from fairsynth.data.fst import to_roman
+from fairsynth.data.images import image_size, read_image
 from fairsynth.data.records import Record, read_manifest
 from fairsynth.io import resolve_inside, sha256_file
 
@@ -171,8 +172,7 @@ def check_disjoint(training: set[str], tested: Sequence[Sample], what: str) -> N
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    with Image.open(path) as image:
-        return image.size
+    return image_size(path)
 
 
 def check_sets(sets: Sets, real: str | Path, synthetic: str | Path | None) -> list[str]:
@@ -360,9 +360,8 @@ class ImageSet(Dataset):
 
     def load(self, i: int) -> torch.Tensor:
         if i not in self._cache:
-            with Image.open(self.samples[i].path) as image:
-                image = image.convert("RGB").resize((self.size, self.size), Image.Resampling.BICUBIC)
-                self._cache[i] = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)  # (3, S, S) uint8
+            image = read_image(self.samples[i].path).convert("RGB").resize((self.size, self.size), Image.Resampling.BICUBIC)
+            self._cache[i] = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)  # (3, S, S) uint8
         return self._cache[i]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:

@@ -604,8 +604,6 @@ def refilter(recipe: "Recipe", *, log: Log = print) -> GenerateResult:
     of each cell; a cell short of its target is reported (``fairsynth generate`` with the same
     recipe generates more).
     """
-    from fairsynth.filters.context import FilterContext
-
     cfg = recipe.generate
     folder = OutputFolder(cfg.output)
     if not (folder.state / "run.json").is_file():
@@ -613,6 +611,17 @@ def refilter(recipe: "Recipe", *, log: Log = print) -> GenerateResult:
     folder.check_foreign()
     plan, _ = make_plan(recipe)
     checks = recipe.filter.build()
+    folder.lock()  # rewrites the manifests: no generation may be writing the folder meanwhile
+    try:
+        return _refilter(recipe, folder, plan, checks, log)
+    finally:
+        folder.release()
+
+
+def _refilter(recipe: "Recipe", folder: OutputFolder, plan: Plan, checks: list[Any], log: Log) -> GenerateResult:
+    """:func:`refilter` under the output folder's lock."""
+    from fairsynth.filters.context import FilterContext
+
     context = FilterContext(recipe.filter, progress=log)
     for check in checks:
         check.setup(context)

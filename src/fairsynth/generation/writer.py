@@ -31,13 +31,14 @@ import json
 import os
 import re
 import shutil
-import socket
 from pathlib import Path
 from typing import Any, Iterable
 
 from PIL import Image
 
 from fairsynth.io import atomic_write_bytes, atomic_write_text, sha256_bytes
+from fairsynth.lock import acquire
+from fairsynth.lock import release as release_lock
 
 IMAGES = "images"
 NOT_SELECTED = "not_selected"
@@ -80,6 +81,7 @@ class OutputFolder:
         self.root = Path(root)
         self.state = self.root / STATE
         self._journal: Any = None
+        self._lock: Path | None = None
         self.written = 0
 
     # -- opening -------------------------------------------------------------------------
@@ -88,39 +90,36 @@ class OutputFolder:
         temporary files. Returns True when it continues an earlier run."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.check_foreign()
-        run_file = self.state / RUN_FILE
-        resumed = run_file.is_file()
-        if resumed:
-            previous = json.loads(run_file.read_text(encoding="utf-8"))
-            changed = sorted(k for k in set(previous) | set(fingerprint) if previous.get(k) != fingerprint.get(k))
-            if changed:
-                details = "; ".join(f"{k}: {previous.get(k)!r} -> {fingerprint.get(k)!r}" for k in changed[:6])
-                raise GenerationError(
-                    f"{self.root} holds images generated with other settings ({details}); its images would not be what "
-                    "this recipe makes: choose a new generate.output, or delete the folder to start over"
-                )
-        self._lock()
-        self.remove_temporary()
-        if not resumed:
-            with _disk_errors(self.root, 0):
-                atomic_write_text(run_file, json.dumps(fingerprint, indent=2, sort_keys=True, default=str) + "\n")
+        self.lock()  # before reading run.json: a writer still running may be about to write it
+        try:
+            run_file = self.state / RUN_FILE
+            resumed = run_file.is_file()
+            if resumed:
+                previous = json.loads(run_file.read_text(encoding="utf-8"))
+                changed = sorted(k for k in set(previous) | set(fingerprint) if previous.get(k) != fingerprint.get(k))
+                if changed:
+                    details = "; ".join(f"{k}: {previous.get(k)!r} -> {fingerprint.get(k)!r}" for k in changed[:6])
+                    raise GenerationError(
+                        f"{self.root} holds images generated with other settings ({details}); its images would not be "
+                        "what this recipe makes: choose a new generate.output, or delete the folder to start over"
+                    )
+            self.remove_temporary()
+            if not resumed:
+                with _disk_errors(self.root, 0):
+                    atomic_write_text(run_file, json.dumps(fingerprint, indent=2, sort_keys=True, default=str) + "\n")
+        except BaseException:
+            self.release()
+            raise
         return resumed
 
-    def _lock(self) -> None:
-        lock = self.state / LOCK_FILE
-        host = socket.gethostname()
-        if lock.is_file():
-            with contextlib.suppress(ValueError, OSError):
-                owner = json.loads(lock.read_text(encoding="utf-8"))
-                if owner.get("host") == host and owner.get("pid") != os.getpid() and _alive(int(owner["pid"])):
-                    raise GenerationError(
-                        f"another fairsynth process (pid {owner['pid']}) is writing {self.root}; wait for it or stop it"
-                    )
-        atomic_write_text(lock, json.dumps({"host": host, "pid": os.getpid()}) + "\n")
+    def lock(self) -> None:
+        """Hold the folder's lock (:mod:`fairsynth.lock`): one writer at a time, a dead one's lock taken over."""
+        if self._lock is None:
+            self._lock = acquire(self.state, name=LOCK_FILE)
 
     def release(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            (self.state / LOCK_FILE).unlink()
+        release_lock(self._lock)
+        self._lock = None
 
     def check_foreign(self) -> None:
         """Raise when the folder holds anything fairsynth would not have written there."""
@@ -293,13 +292,3 @@ def _repair_tail(path: Path) -> None:
         data = handle.read()
         if data and not data.endswith(b"\n"):
             handle.truncate(data.rfind(b"\n") + 1)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

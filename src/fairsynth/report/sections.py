@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from PIL import Image
 
+from fairsynth.data.images import ImageReadError, read_image
 from fairsynth.report import plots
 from fairsynth.report.collect import ReportInputError, StudyOutputs, image_path
 from fairsynth.world.truth import summary_line
@@ -112,12 +113,11 @@ def data_uri(png: bytes) -> str:
 def thumbnail(path: Path, side: int = THUMB) -> Image.Image:
     """The image at ``path`` in RGB, downscaled so its longer side is at most ``side``."""
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            image.thumbnail((side, side), Image.Resampling.LANCZOS)
-            return image.copy()
-    except (OSError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
-        raise ReportInputError(f"{path} is not a readable image ({err})") from err
+        image = read_image(path).convert("RGB")
+    except ImageReadError as err:
+        raise ReportInputError(f"{path} is not a readable image ({err.reason})") from err
+    image.thumbnail((side, side), Image.Resampling.LANCZOS)
+    return image
 
 
 def image_uri(image: Image.Image) -> str:

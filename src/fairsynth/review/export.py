@@ -26,6 +26,7 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
+from fairsynth.data.images import image_size, read_image, upright
 from fairsynth.data.records import Record, read_manifest
 from fairsynth.io import atomic_write_text, resolve_inside, sha256_file, staged_dir
 from fairsynth.review.config import ExportConfig
@@ -48,8 +49,7 @@ class ExportResult:
 
 def plain_png(path: Path, size: tuple[int, int] | None) -> bytes:
     """The image's pixels only (EXIF orientation applied), fitted to ``size``: a PNG with no metadata."""
-    with Image.open(path) as image:
-        pixels = ImageOps.exif_transpose(image).convert("RGB")
+    pixels = upright(read_image(path)).convert("RGB")
     if size is not None and pixels.size != size:
         pixels = ImageOps.fit(pixels, size, method=Image.Resampling.LANCZOS)
     clean = Image.frombytes("RGB", pixels.size, pixels.tobytes())  # a fresh image: no info dict carried over
@@ -59,8 +59,7 @@ def plain_png(path: Path, size: tuple[int, int] | None) -> bytes:
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    with Image.open(path) as image:
-        return ImageOps.exif_transpose(image).size
+    return image_size(path, oriented=True)
 
 
 def _check_destinations(cfg: ExportConfig) -> tuple[Path, Path]:

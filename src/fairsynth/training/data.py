@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
+from fairsynth.data.images import image_size
 from fairsynth.data.preprocess import load_rgb, resize_crop
 from fairsynth.data.records import Record, read_manifest
 from fairsynth.io import resolve_inside
@@ -86,8 +86,7 @@ def make_examples(
         path = Path(record.image) if trusted else resolve_inside(root, record.image)
         if not path.is_file():
             raise FileNotFoundError(f"record {record.id}: image {path} does not exist")
-        with Image.open(path) as image:  # reads the header only
-            original = image.size
+        original = image_size(path, oriented=True)  # the header only, as load_pixels will see it
         target = nearest_bucket(original, buckets) if buckets else size
         examples.append(TrainingExample(record, path, target, original))
     return examples

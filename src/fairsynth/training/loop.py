@@ -51,6 +51,7 @@ from fairsynth.config import ConfigError, save_resolved, to_dict
 from fairsynth.data.records import Record, read_manifest
 from fairsynth.data.sampling import sampling_weights
 from fairsynth.io import atomic_write_text, sha256_file
+from fairsynth.lock import hold
 from fairsynth.methods.base import Batch, Components, Conditioning, Method, MethodError, Phase, trainable_count
 from fairsynth.training.caching import LatentCache, TextCache, sample_latents
 from fairsynth.training.checkpoint import Checkpoint, load_checkpoint, resolve_resume, save_checkpoint, set_rng_state
@@ -294,7 +295,15 @@ def train(recipe: "Recipe", *, resume: str | Path | None = None, progress: bool 
     Raises:
         ConfigError, MethodError, ValueError, FileNotFoundError: bad input, before training.
         TrainingDiverged: the loss became NaN or infinite (the last good checkpoint stays).
+        StudyLocked: another process is training into the same output folder.
     """
+    # One writer per output folder, whether run alone or by `fairsynth run` (process 0 of a launch holds it).
+    with hold(recipe.train.output):
+        return _train(recipe, resume=resume, progress=progress)
+
+
+def _train(recipe: "Recipe", *, resume: str | Path | None, progress: bool) -> TrainResult:
+    """:func:`train` under the output folder's lock."""
     cfg = recipe.train
     seed = cfg.run_seed
     output = Path(cfg.output)

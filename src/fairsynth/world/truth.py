@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from fairsynth.data.fst import parse_fst
+from fairsynth.data.images import read_image
 from fairsynth.io import resolve_inside
 from fairsynth.world.judge import LesionJudge, judge_classes, read_skin_type, to_tensor
 
@@ -37,8 +38,8 @@ RARE_TYPES = (5, 6)
 def _load(root: Path, rows: list[dict[str, Any]], size: int) -> np.ndarray:
     images = []
     for row in rows:
-        with Image.open(resolve_inside(root, row["file_name"])) as image:
-            images.append(np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)))
+        image = read_image(resolve_inside(root, row["file_name"])).convert("RGB")
+        images.append(np.asarray(image.resize((size, size), Image.Resampling.BICUBIC)))
     return np.stack(images) if images else np.zeros((0, size, size, 3), dtype=np.uint8)
 
 

@@ -50,6 +50,9 @@ def read_deepfashion(path: Path, images: Path | None, cfg: DataConfig) -> ReadRe
     except json.JSONDecodeError as err:
         result.problems.append(Problem("unparseable_json", f"not valid JSON: {err.msg}", file=file, line=err.lineno))
         return result
+    except (ValueError, RecursionError) as err:  # a number of over 4,300 digits; nesting deeper than Python recurses
+        result.problems.append(Problem("unparseable_json", f"JSON that cannot be read: {_why(err)}", file=file))
+        return result
     if not isinstance(entries, _Pairs):
         result.problems.append(
             Problem(
@@ -78,6 +81,13 @@ def read_deepfashion(path: Path, images: Path | None, cfg: DataConfig) -> ReadRe
             Record(id=image, image=image, caption=caption.strip() or None, attributes={"source": "deepfashion"})
         )
     return result
+
+
+def _why(err: BaseException) -> str:
+    """Why Python's JSON parser gave up, in words (its messages name Python internals)."""
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
+    return str(err).split(";")[0]
 
 
 def _json_type(value: Any) -> str:

@@ -66,10 +66,8 @@ def read_ham10000(path: Path, images: Path | None, cfg: DataConfig) -> ReadResul
             row_problems.append(table.problem("missing_value", "lesion_id is blank", row, image_id))
         try:
             age = _age(row.get("age"))
-        except ValueError:
-            row_problems.append(
-                table.problem("bad_value", f"age {row.get('age')!r} is not a number", row, image_id)
-            )
+        except ValueError as err:
+            row_problems.append(table.problem("bad_value", f"age {row.get('age')!r} {err}", row, image_id))
         if row_problems:
             result.problems.extend(row_problems)
             continue
@@ -91,11 +89,21 @@ def read_ham10000(path: Path, images: Path | None, cfg: DataConfig) -> ReadResul
     return result
 
 
+#: Ages outside this range (years) are errors in the file, not patients.
+AGE_RANGE = (0, 150)
+
+
 def _age(text: str) -> int | float | None:
-    """Age in years: blank -> None; ``80.0`` -> 80. Raises ValueError for non-numbers."""
+    """Age in years: blank -> None; ``80.0`` -> 80. Raises ValueError (saying why) for anything
+    that is not an age: not a number, infinite, negative, above 150."""
     if not text:
         return None
-    age = float(text)
+    try:
+        age = float(text)
+    except ValueError:
+        raise ValueError("is not a number") from None
     if age != age:  # "nan" written out by pandas
         return None
+    if not AGE_RANGE[0] <= age <= AGE_RANGE[1]:
+        raise ValueError(f"is outside {AGE_RANGE[0]}-{AGE_RANGE[1]} years")
     return int(age) if age.is_integer() else age

@@ -14,6 +14,7 @@ becomes an attribute. A folder without metadata (labels from folder names) is no
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -119,20 +120,34 @@ def _read_metadata(
             result.problems.append(Problem("missing_value", "file_name is blank or not text", file=file, line=line))
             continue
         image = (folder / file_name.strip()).as_posix()
-        record_id = _text(row.get("id")) or image
+        try:
+            record_id = _text(row.get("id"), "id") or image
+            label = _text(row.get(label_column), label_column)
+        except ValueError as err:
+            result.problems.append(Problem("bad_value", str(err), _text_or_none(row.get("id")) or image, file, line))
+            continue
         duplicate = seen.add(record_id, file, line)
         if duplicate:
             result.problems.append(duplicate)
             continue
-        caption = row.get(caption_column) if caption_column else None
+        caption = _missing_to_none(row.get(caption_column)) if caption_column else None
         if caption is not None and not isinstance(caption, str):
             result.problems.append(
                 Problem("bad_value", f"{caption_column} is not text: {caption!r}", record_id, file, line)
             )
             continue
-        attributes: dict[str, Any] = {
-            key: value for key, value in row.items() if key not in consumed and key not in FIXED_COLUMNS
-        }
+        attributes: dict[str, Any] = {}
+        problems = []
+        for key, value in row.items():
+            if key in consumed or key in FIXED_COLUMNS:
+                continue
+            try:
+                attributes[key] = _plain(value, key)
+            except ValueError as err:
+                problems.append(Problem("bad_value", str(err), record_id, file, line))
+        if problems:
+            result.problems.extend(problems)
+            continue
         if "fst" in columns:
             try:
                 attributes["fst"] = parse_fst(row.get("fst"))
@@ -145,7 +160,7 @@ def _read_metadata(
             Record(
                 id=record_id,
                 image=image,
-                label=_text(row.get(label_column)),
+                label=label,
                 caption=(caption or "").strip() or None,
                 attributes=attributes,
             )
@@ -172,6 +187,10 @@ def _read_jsonl(metadata_file: Path) -> tuple[list[tuple[int, dict[str, Any]]], 
         except json.JSONDecodeError as err:
             problems.append(Problem("unparseable_json", f"not valid JSON: {err.msg}", file=file, line=line))
             continue
+        except (ValueError, RecursionError) as err:  # a number of over 4,300 digits; nesting too deep
+            why = "nested too deeply" if isinstance(err, RecursionError) else str(err).split(";")[0]
+            problems.append(Problem("unparseable_json", f"JSON that cannot be read: {why}", file=file, line=line))
+            continue
         if not isinstance(value, dict):
             problems.append(Problem("unparseable_json", "a line must be one JSON object", file=file, line=line))
             continue
@@ -179,9 +198,52 @@ def _read_jsonl(metadata_file: Path) -> tuple[list[tuple[int, dict[str, Any]]], 
     return rows, problems
 
 
-def _text(value: Any) -> str | None:
-    """A cell as text; None where it is absent or blank."""
+def _missing_to_none(value: Any) -> Any:
+    """None for what means "no value": JSON null and NaN (pandas writes NaN for a blank cell)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _text(value: Any, column: str) -> str | None:
+    """A text cell (id, label) as text, numbers written out; None where it is absent or blank.
+
+    Raises ValueError naming the column for a value that is no text: true/false, a list, an object,
+    an infinite number.
+    """
+    value = _missing_to_none(value)
     if value is None:
         return None
+    if isinstance(value, bool) or isinstance(value, (list, dict)) or (isinstance(value, float) and math.isinf(value)):
+        raise ValueError(f"{column} is {json.dumps(value)}, not text or a number")
     text = str(value).strip()
     return text or None
+
+
+def _text_or_none(value: Any) -> str | None:
+    try:
+        return _text(value, "id")
+    except ValueError:
+        return None
+
+
+#: How deep a list or object in an attribute may nest (a manifest is a table, not a document store).
+MAX_NESTING = 32
+
+
+def _plain(value: Any, column: str, depth: int = 0) -> Any:
+    """An attribute as a manifest can hold it (strict JSON): NaN becomes None, infinity and
+    nesting deeper than :data:`MAX_NESTING` are refused."""
+    if depth > MAX_NESTING:
+        raise ValueError(f"{column} nests lists or objects more than {MAX_NESTING} levels deep")
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            raise ValueError(f"{column} is {value}, which a manifest cannot hold; leave it blank or give a number")
+        return value
+    if isinstance(value, list):
+        return [_plain(item, column, depth + 1) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item, column, depth + 1) for key, item in value.items()}
+    return value

@@ -9,6 +9,7 @@ a ``score_weight`` column, kept as an attribute. Images are ``{image}.jpg``, by 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +86,14 @@ def read_isic2019(path: Path, images: Path | None, cfg: DataConfig) -> ReadResul
             try:
                 score_weight = float(row.get("score_weight"))
             except ValueError:
+                score_weight = None
+            if score_weight is None or not math.isfinite(score_weight) or score_weight < 0:
                 row_problems.append(
-                    table.problem("bad_value", f"score_weight {row.get('score_weight')!r} is not a number", row, image)
+                    table.problem(
+                        "bad_value", f"score_weight {row.get('score_weight')!r} is not a finite number >= 0", row, image
+                    )
                 )
+                score_weight = None
         if row_problems:
             result.problems.extend(row_problems)
             continue

@@ -24,6 +24,9 @@ from fairsynth.data.records import Record
 
 #: ``<repeats>_<concept>``, e.g. ``10_sks dog``.
 FOLDER_NAME = re.compile(r"^(\d+)_(.+)$")
+#: The most repeats a folder may ask for: an epoch holds every image this many times, so a typo
+#: such as ``1000000_dog`` would make one epoch of a million copies of each image.
+MAX_REPEATS = 10_000
 #: Caption file suffixes, first found wins (``.txt`` is the common one, ``.caption`` kohya's default).
 CAPTION_SUFFIXES = (".txt", ".caption")
 
@@ -62,11 +65,12 @@ def read_kohya(path: Path, images: Path | None, cfg: DataConfig) -> ReadResult:
             )
             continue
         repeats, concept = int(match.group(1)), match.group(2).strip()
-        if repeats < 1 or not concept:
+        if not 1 <= repeats <= MAX_REPEATS or not concept:
             result.problems.append(
                 Problem(
                     "bad_folder_name",
-                    f"folder {folder.name!r} needs repeats >= 1 and a concept name; its images are not read",
+                    f"folder {folder.name!r} needs repeats from 1 to {MAX_REPEATS:,} and a concept name; "
+                    "its images are not read",
                     file=str(folder),
                 )
             )
