@@ -19,12 +19,13 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Callable, Literal, Union, get_args, get_origin
 
 import yaml
 
 from fairsynth.data.images import DEFAULT_MAX_IMAGE_PIXELS
 from fairsynth.io import atomic_write_text
+from fairsynth.registry import Registry
 
 
 #: Numbers in exponent notation without a dot (1e-4, 5E+3), which YAML 1.1 leaves as strings.
@@ -47,6 +48,11 @@ def knob(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> A
 # --------------------------------------------------------------------------------------
 # Stage configs
 # --------------------------------------------------------------------------------------
+
+#: Dataset readers by name, each a :class:`~fairsynth.data.readers.Reader` registered by its module in
+#: ``data/readers/``. The registry lives here, beside the `data.reader` key that names its members, so that
+#: the config validates a name without importing the readers (which read a :class:`DataConfig`).
+READERS: Registry[Callable[..., Any]] = Registry("readers", package="fairsynth.data.readers")
 
 
 @dataclass
@@ -82,8 +88,6 @@ class DataConfig:
             raise ConfigError(f"data.min_size must be >= 0, got {self.min_size}")
         if self.max_image_pixels < 1:
             raise ConfigError(f"data.max_image_pixels must be >= 1, got {self.max_image_pixels}")
-        from fairsynth.data.readers import READERS  # readers import this module
-
         if self.reader not in READERS:
             raise ConfigError(f"data.reader: unknown reader {self.reader!r}; available: {', '.join(READERS.names())}")
 

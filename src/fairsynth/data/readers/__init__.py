@@ -1,5 +1,8 @@
 """Dataset readers: each module in this package registers one reader in :data:`READERS`.
 
+:data:`READERS` is declared in :mod:`fairsynth.config`, beside the :class:`DataConfig` whose
+``reader`` names one, and re-exported here.
+
 A reader turns what a user brings (a metadata CSV, a folder layout, a captions file) into
 :class:`~fairsynth.data.records.Record` rows plus every table-level :class:`Problem` it sees
 (missing column, unknown label value, skin type outside its encoding, duplicate id, ...).
@@ -19,10 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from fairsynth.config import DataConfig
+from fairsynth.config import READERS, DataConfig
 from fairsynth.data.problems import Problem
 from fairsynth.data.records import Record
-from fairsynth.registry import Registry
 
 
 @dataclass
@@ -41,9 +43,6 @@ class ReadResult:
 
 class Reader(Protocol):
     def __call__(self, path: Path, images: Path | None, cfg: DataConfig) -> ReadResult: ...
-
-
-READERS: Registry[Reader] = Registry("readers", package="fairsynth.data.readers")
 
 
 def read_dataset(cfg: DataConfig, path: str | Path | None = None, images: str | Path | None = None) -> ReadResult:
