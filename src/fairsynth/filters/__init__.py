@@ -18,13 +18,22 @@ near_duplicates  feature cosine to an earlier kept image of the same cell (keep 
 ===============  ===========================================================================
 
 The contract is in :mod:`.base`; :mod:`.apply` measures, judges and selects.
+
+This module declares only the registry and the error, and imports nothing of the package:
+the contract (:mod:`.base`), the shared context (:mod:`.context`) and the config that names
+the checks (:mod:`.config`) all read them, and none of those reads another in a circle.
 """
 
 from __future__ import annotations
 
-from fairsynth.filters.base import Filter, FilterError
 from fairsynth.registry import Registry
 
-FILTERS: Registry[type[Filter]] = Registry("filters", package="fairsynth.filters")
 
-__all__ = ["FILTERS", "Filter", "FilterError"]
+class FilterError(ValueError):
+    """A filter configuration or reference set that cannot work; the message says what to do."""
+
+
+#: Quality checks by name, each a subclass of :class:`fairsynth.filters.base.Filter`.
+FILTERS: Registry[type] = Registry("filters", package="fairsynth.filters")
+
+__all__ = ["FILTERS", "FilterError"]

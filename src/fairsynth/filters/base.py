@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 import numpy as np
 from PIL import Image
 
+from fairsynth.filters import FilterError
+
 if TYPE_CHECKING:
     from fairsynth.filters.context import FilterContext
 
-
-class FilterError(ValueError):
-    """A filter configuration or reference set that cannot work; the message says what to do."""
+__all__ = ["Filter", "FilterError", "NoOptions", "luminance", "percentile_rank"]
 
 
 @dataclass

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from fairsynth.filters.base import FilterError
+from fairsynth.filters import FilterError
 from fairsynth.filters.config import FilterConfig
 
 
