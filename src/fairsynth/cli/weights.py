@@ -24,7 +24,8 @@ def weights_list() -> None:
 
     Example: fairsynth weights list
     """
-    from fairsynth.metrics.extractors.weights import WEIGHTS_ENV, known_weights, locate, weights_dir
+    from fairsynth.metrics.extractors import known_weights
+    from fairsynth.metrics.extractors.weights import WEIGHTS_ENV, locate, weights_dir
 
     console.print(f"weights files (${WEIGHTS_ENV}={weights_dir() or 'not set'}):", markup=False)
     missing = 0
@@ -48,7 +49,8 @@ def weights_fetch(
 
     Example: fairsynth weights fetch --dir /data/fairsynth-weights
     """
-    from fairsynth.metrics.extractors.weights import fetch, is_offline, known_weights
+    from fairsynth.metrics.extractors import known_weights
+    from fairsynth.metrics.extractors.weights import fetch, is_offline
 
     specs = known_weights()
     unknown = sorted(set(names or []) - set(specs))

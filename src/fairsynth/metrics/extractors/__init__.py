@@ -18,7 +18,7 @@ random         tiny network with random weights — tests and benchmarks only, l
 from __future__ import annotations
 
 from fairsynth.metrics.extractors.base import IMAGE_SIZE_POLICY, IMAGE_SIZE_POLICY_ID, Extractor, prepare_image
-from fairsynth.metrics.extractors.weights import WeightsNotFound
+from fairsynth.metrics.extractors.weights import KNOWN_WEIGHTS, WeightsFile, WeightsNotFound
 from fairsynth.registry import Registry
 
 EXTRACTORS: Registry[type[Extractor]] = Registry("extractors", package="fairsynth.metrics.extractors")
@@ -36,7 +36,13 @@ def create_extractor(name: str, weights: str | None = None, device: str = "cpu",
         raise TypeError(f"extractor {name!r}: {err}; its options: {', '.join(valid) or '(none)'}") from None
 
 
+def known_weights() -> dict[str, WeightsFile]:
+    """Every registered weights file (imports every extractor so that each registers its own)."""
+    EXTRACTORS.discover()
+    return dict(sorted(KNOWN_WEIGHTS.items()))
+
+
 __all__ = [
     "EXTRACTORS", "Extractor", "IMAGE_SIZE_POLICY", "IMAGE_SIZE_POLICY_ID", "WeightsNotFound",
-    "create_extractor", "prepare_image",
+    "create_extractor", "known_weights", "prepare_image",
 ]

@@ -68,7 +68,8 @@ class WeightsFile:
         return f"fairsynth weights fetch {self.name} --dir DIR"
 
 
-#: Every weights file an extractor may need, by name; extractor modules add theirs.
+#: Every weights file an extractor may need, by name; extractor modules add theirs
+#: (:func:`fairsynth.metrics.extractors.known_weights` imports them all first).
 KNOWN_WEIGHTS: dict[str, WeightsFile] = {}
 
 
@@ -77,14 +78,6 @@ def register_weights(spec: WeightsFile) -> WeightsFile:
         raise ValueError(f"weights {spec.name!r} are registered twice")
     KNOWN_WEIGHTS[spec.name] = spec
     return spec
-
-
-def known_weights() -> dict[str, WeightsFile]:
-    """Every registered weights file (imports every extractor so that each registers its own)."""
-    from fairsynth.metrics.extractors import EXTRACTORS
-
-    EXTRACTORS.discover()
-    return dict(sorted(KNOWN_WEIGHTS.items()))
 
 
 def is_offline() -> bool:
