@@ -27,13 +27,14 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
+from fairsynth.config import DataConfig, PrepareConfig
 from fairsynth.data.captions import render_caption
 from fairsynth.data.fst import GROUP_NAMES, ROMAN, group_of
 from fairsynth.data.hair import remove_hair
@@ -46,9 +47,15 @@ from fairsynth.data.splits import assign_splits
 from fairsynth.data.validation import ValidationReport, validate
 from fairsynth.io import atomic_open, atomic_write_text, resolve_inside, save_png, sha256_file, staged_dir
 
-if TYPE_CHECKING:
-    from fairsynth.config import PrepareConfig
-    from fairsynth.recipe import Recipe
+
+class PrepareJob(Protocol):
+    """What :func:`prepare` reads of a study: its ``data`` and ``prepare`` sections (a
+    :class:`fairsynth.recipe.Recipe` is one; the data layer does not import the recipe that
+    composes every stage). The whole job is saved beside the output as ``config.yaml``."""
+
+    data: DataConfig
+    prepare: PrepareConfig
+
 
 #: Bumped whenever the preprocessing changes what it writes, so old resumes are not reused.
 PREPROCESS_VERSION = 1
@@ -101,7 +108,7 @@ def count_table(records: list[Record], by: str | None = None) -> pd.DataFrame:
     return table
 
 
-def _settings_key(recipe: "Recipe") -> str:
+def _settings_key(recipe: "PrepareJob") -> str:
     cfg = recipe.prepare
     settings = {
         "version": PREPROCESS_VERSION,
@@ -112,7 +119,7 @@ def _settings_key(recipe: "Recipe") -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
-def _prepare_image(source: Path, recipe: "Recipe") -> Image.Image:
+def _prepare_image(source: Path, recipe: "PrepareJob") -> Image.Image:
     return preprocess(load_rgb(source, max_pixels=recipe.data.max_image_pixels), recipe.prepare)
 
 
@@ -136,7 +143,7 @@ def _write_rejects(path: Path, rejected: dict[str, list[Problem]]) -> None:
                 writer.writerow([row_id, problem.file or "", problem.kind, problem.message])
 
 
-def prepare(recipe: "Recipe", *, progress: bool = True) -> PrepareResult:
+def prepare(recipe: "PrepareJob", *, progress: bool = True) -> PrepareResult:
     """Validate, preprocess, annotate and split the recipe's dataset into ``prepare.output``."""
     from fairsynth.config import save_resolved
 

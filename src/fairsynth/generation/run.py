@@ -27,13 +27,15 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Protocol
 
 from fairsynth.config import save_resolved, to_dict
 from fairsynth.data.captions import render_caption
 from fairsynth.data.fst import group_of
 from fairsynth.data.records import Record, read_manifest
 from fairsynth.filters.apply import judge, measure_images, measure_missing, select
+from fairsynth.filters.config import FilterConfig
+from fairsynth.generation.config import GenerateConfig
 from fairsynth.generation.plan import (
     CellPlan,
     Plan,
@@ -49,8 +51,16 @@ from fairsynth.generation.shard import Workers, batches, current_workers, my_bat
 from fairsynth.generation.writer import GenerationError, OutputFolder
 from fairsynth.io import atomic_write_text, sha256_bytes
 
-if TYPE_CHECKING:
-    from fairsynth.recipe import Recipe
+
+class GenerateJob(Protocol):
+    """What generation reads of a study: its ``seed``, ``generate`` and ``filter`` sections (a
+    :class:`fairsynth.recipe.Recipe` is one; a stage does not import the recipe that composes every
+    stage). The whole job is saved beside the generated set as ``config.yaml``."""
+
+    seed: int
+    generate: GenerateConfig
+    filter: FilterConfig
+
 
 Log = Callable[[str], None]
 
@@ -97,7 +107,7 @@ def real_records(path: str) -> list[Record]:
     return read_manifest(path)
 
 
-def make_plan(recipe: "Recipe") -> tuple[Plan, list[Record]]:
+def make_plan(recipe: "GenerateJob") -> tuple[Plan, list[Record]]:
     """The plan of ``recipe.generate`` and the real records it was made from: those of
     ``plan.real_split`` (the training split) where the manifest has splits. img2img sources
     and IP-Adapter references are drawn from the same records, so no validation or test image
@@ -113,12 +123,12 @@ def make_plan(recipe: "Recipe") -> tuple[Plan, list[Record]]:
     return plan, real
 
 
-def evaluations_per_image(recipe: "Recipe") -> int:
+def evaluations_per_image(recipe: "GenerateJob") -> int:
     cfg = recipe.generate
     return unet_evaluations_per_image(cfg.steps, cfg.guidance_scale, cfg.img2img.strength if cfg.img2img.enabled else None)
 
 
-def measured_seconds_per_evaluation(recipe: "Recipe") -> float | None:
+def measured_seconds_per_evaluation(recipe: "GenerateJob") -> float | None:
     """Seconds per UNet evaluation measured by an earlier run into the same folder, else the recipe's guess."""
     report = Path(recipe.generate.output) / "report.json"
     if report.is_file():
@@ -131,7 +141,7 @@ def measured_seconds_per_evaluation(recipe: "Recipe") -> float | None:
     return recipe.generate.seconds_per_unet_eval
 
 
-def dry_run(recipe: "Recipe") -> tuple[Plan, list[dict[str, Any]]]:
+def dry_run(recipe: "GenerateJob") -> tuple[Plan, list[dict[str, Any]]]:
     """The plan table: cells, targets, candidates, UNet evaluations and (when known) time."""
     plan, _ = make_plan(recipe)
     return plan, plan_rows(plan, evaluations_per_image(recipe), measured_seconds_per_evaluation(recipe))
@@ -142,7 +152,7 @@ def dry_run(recipe: "Recipe") -> tuple[Plan, list[dict[str, Any]]]:
 # --------------------------------------------------------------------------------------
 
 
-def fingerprint(recipe: "Recipe", sampler: Any) -> dict[str, Any]:
+def fingerprint(recipe: "GenerateJob", sampler: Any) -> dict[str, Any]:
     """Every setting an image depends on; a folder keeps images of one fingerprint only."""
     cfg = recipe.generate
     return {
@@ -171,7 +181,7 @@ def _matches(record: Record, cell: CellPlan, fields: list[str]) -> bool:
     return True
 
 
-def _source_pool(recipe: "Recipe", real: list[Record], plan: Plan, spec: dict[str, list[Any]], same: list[str], what: str) -> dict[str, list[Record]]:
+def _source_pool(recipe: "GenerateJob", real: list[Record], plan: Plan, spec: dict[str, list[Any]], same: list[str], what: str) -> dict[str, list[Record]]:
     """Real records per cell sharing ``same`` with it and (``spec``) having one of the listed values."""
     pools: dict[str, list[Record]] = {}
     split = f" (split {recipe.generate.plan.real_split})" if recipe.generate.plan.real_split else ""
@@ -258,7 +268,7 @@ def token_warnings(sampler: Any, prompts: dict[str, str], template: str) -> list
     ]
 
 
-def cell_prompts(recipe: "Recipe", plan: Plan) -> dict[str, str]:
+def cell_prompts(recipe: "GenerateJob", plan: Plan) -> dict[str, str]:
     prompts = {}
     for c in plan.cells:
         try:
@@ -326,7 +336,7 @@ def _judge(folder: OutputFolder, checks: list[Any], context: Any, log: Log) -> l
     return judge(checks, rows, context)
 
 
-def generate(recipe: "Recipe", *, progress: bool = True, log: Log = print) -> GenerateResult:
+def generate(recipe: "GenerateJob", *, progress: bool = True, log: Log = print) -> GenerateResult:
     """Generate, filter and deliver ``recipe.generate.plan``; see the module docstring for the steps.
 
     Raises:
@@ -379,7 +389,7 @@ def generate(recipe: "Recipe", *, progress: bool = True, log: Log = print) -> Ge
             folder.release()
 
 
-def _rounds(recipe: "Recipe", plan: Plan, checks: list[Any], workers: Workers, folder: OutputFolder,
+def _rounds(recipe: "GenerateJob", plan: Plan, checks: list[Any], workers: Workers, folder: OutputFolder,
             sampler: Any, context: Any, prompts: dict[str, str], sources: dict[str, list[Record]],
             references: dict[str, list[Record]], warnings: list[str], resumed: bool, progress: bool, log: Log) -> GenerateResult:
     """Steps 6 and 7 of :func:`generate`."""
@@ -465,7 +475,7 @@ def _progress_bar(total: int, enabled: bool) -> Any:
     return tqdm(total=total, unit="img", desc="generate", dynamic_ncols=True)
 
 
-def _request(recipe: "Recipe", sampler: Any, cell: CellPlan, index: int, prompts: dict[str, str],
+def _request(recipe: "GenerateJob", sampler: Any, cell: CellPlan, index: int, prompts: dict[str, str],
              sources: dict[str, list[Record]], references: dict[str, list[Record]], real_root: Path,
              size: tuple[int, int]) -> Any:
     from fairsynth.data.preprocess import load_rgb, resize_crop
@@ -491,11 +501,11 @@ def _request(recipe: "Recipe", sampler: Any, cell: CellPlan, index: int, prompts
     return request
 
 
-def plan_seed(recipe: "Recipe") -> int:
+def plan_seed(recipe: "GenerateJob") -> int:
     return recipe.generate.seed if recipe.generate.seed is not None else recipe.seed
 
 
-def _row(recipe: "Recipe", sampler: Any, cell: CellPlan, index: int, prompt: str, request: Any, size: tuple[int, int]) -> dict[str, Any]:
+def _row(recipe: "GenerateJob", sampler: Any, cell: CellPlan, index: int, prompt: str, request: Any, size: tuple[int, int]) -> dict[str, Any]:
     """The manifest row of one candidate (check values, verdicts and selection are added later)."""
     from fairsynth import __version__
 
@@ -559,7 +569,7 @@ def summarise(plan: Plan, judged: list[dict[str, Any]]) -> list[CellResult]:
     return out
 
 
-def _report(recipe: "Recipe", sampler: Any, plan: Plan, judged: list[dict[str, Any]], result: GenerateResult,
+def _report(recipe: "GenerateJob", sampler: Any, plan: Plan, judged: list[dict[str, Any]], result: GenerateResult,
             checks: list[Any], context: Any, unet_rows: int, unet_seconds: float, started: float, workers: Workers) -> dict[str, Any]:
     memorised = [
         {"image": r["file_name"], "copies": r.get("memorisation_nearest"), "distance": r.get("memorisation_distance"),
@@ -596,7 +606,7 @@ def _report(recipe: "Recipe", sampler: Any, plan: Plan, judged: list[dict[str, A
 # --------------------------------------------------------------------------------------
 
 
-def refilter(recipe: "Recipe", *, log: Log = print) -> GenerateResult:
+def refilter(recipe: "GenerateJob", *, log: Log = print) -> GenerateResult:
     """Re-apply the recipe's checks and thresholds to a generated set, without generating.
 
     Values a candidate already has are reused; checks it lacks (or measured with another
@@ -618,7 +628,7 @@ def refilter(recipe: "Recipe", *, log: Log = print) -> GenerateResult:
         folder.release()
 
 
-def _refilter(recipe: "Recipe", folder: OutputFolder, plan: Plan, checks: list[Any], log: Log) -> GenerateResult:
+def _refilter(recipe: "GenerateJob", folder: OutputFolder, plan: Plan, checks: list[Any], log: Log) -> GenerateResult:
     """:func:`refilter` under the output folder's lock."""
     from fairsynth.filters.context import FilterContext
 

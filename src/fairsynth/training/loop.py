@@ -40,7 +40,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator, Protocol
 
 import torch
 from accelerate import Accelerator
@@ -74,8 +74,14 @@ from fairsynth.training.losses import (
 from fairsynth.training.randomness import StepRandom, derived_seed
 from fairsynth.training.validation import grid_cells, sample_grid, save_grid, validation_loss
 
-if TYPE_CHECKING:
-    from fairsynth.recipe import Recipe
+
+class TrainJob(Protocol):
+    """What :func:`train` reads of a study: its ``train`` section (a :class:`fairsynth.recipe.Recipe`
+    is one; a stage does not import the recipe that composes every stage). The whole job is saved
+    beside the model as ``config.yaml``."""
+
+    train: TrainConfig
+
 
 logger = logging.getLogger(__name__)
 
@@ -283,7 +289,7 @@ def _size_on_disk(paths: dict[str, Path]) -> int:
 # --------------------------------------------------------------------------------------
 
 
-def train(recipe: "Recipe", *, resume: str | Path | None = None, progress: bool = True) -> TrainResult:
+def train(recipe: "TrainJob", *, resume: str | Path | None = None, progress: bool = True) -> TrainResult:
     """Fine-tune ``recipe.train.base`` with ``recipe.train.method`` on the prepared data.
 
     Args:
@@ -302,7 +308,7 @@ def train(recipe: "Recipe", *, resume: str | Path | None = None, progress: bool 
         return _train(recipe, resume=resume, progress=progress)
 
 
-def _train(recipe: "Recipe", *, resume: str | Path | None, progress: bool) -> TrainResult:
+def _train(recipe: "TrainJob", *, resume: str | Path | None, progress: bool) -> TrainResult:
     """:func:`train` under the output folder's lock."""
     cfg = recipe.train
     seed = cfg.run_seed
