@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fairsynth.downstream.hybrid import cell_id, recipe_generator
+from fairsynth.generation.hybrid import cell_id, recipe_generator
 from fairsynth.recipe import load_recipe
 from tests.generation.conftest import overrides
 

@@ -43,7 +43,7 @@ def _run_downstream(recipe, arms: Optional[str], seeds: Optional[str], table: bo
                 caption_template=recipe.data.caption_template, seed=recipe.seed,
             )
             console.print(f"oracle: true world images of the synthetic set's cells in {manifest.parent}", markup=False)
-        from fairsynth.downstream.hybrid import recipe_generator
+        from fairsynth.generation.hybrid import recipe_generator
 
         log = lambda m: console.print(m, markup=False)  # noqa: E731
         return compare(

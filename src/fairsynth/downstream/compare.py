@@ -163,7 +163,7 @@ def compare(
 
     ``write_table=False`` trains and saves the runs only (``fairsynth downstream train``).
     ``generator_for(seed)`` gives the hybrid arm its image generator
-    (:func:`fairsynth.downstream.hybrid.recipe_generator`).
+    (:func:`fairsynth.generation.hybrid.recipe_generator`).
     """
     if "hybrid" in config.arms and generator_for is None:
         raise ValueError("downstream.arms has hybrid, which generates images during training: run it from a recipe "

@@ -109,7 +109,7 @@ def validation_score(predictions: fairness.Predictions, select_on: str, min_posi
 
 
 #: Makes synthetic training images for the hybrid arm: (cells as (label, group), images per
-#: cell, round index) -> new samples. See :func:`fairsynth.downstream.hybrid.recipe_generator`.
+#: cell, round index) -> new samples. See :func:`fairsynth.generation.hybrid.recipe_generator`.
 CellGenerator = Callable[[list[tuple[str, str]], int, int], list[Sample]]
 
 

@@ -5,6 +5,10 @@ skin-type cells where its validation loss is highest, with the trained adapter, 
 round, cached. Each round is an ordinary ``fairsynth generate`` run — same prompt, sampler,
 filters and crash safety — on a ``counts`` plan over the chosen cells, written to
 ``<downstream.output>/hybrid/seed-<k>/round-<r>``; a rerun finds it complete and reuses it.
+
+It lives with generation, not downstream: the classifier study only calls the
+:data:`~fairsynth.downstream.train.CellGenerator` it is given, so downstream stays below
+the generation (whose classifier-confidence filter reads downstream's trained classifier).
 """
 
 from __future__ import annotations
