@@ -23,7 +23,6 @@ from typing import Any, Callable, Literal, Union, get_args, get_origin
 
 import yaml
 
-from fairsynth.data.images import DEFAULT_MAX_IMAGE_PIXELS
 from fairsynth.io import atomic_write_text
 from fairsynth.registry import Registry
 
@@ -48,6 +47,10 @@ def knob(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> A
 # --------------------------------------------------------------------------------------
 # Stage configs
 # --------------------------------------------------------------------------------------
+
+#: Pillow's hard decompression-bomb bound with its default settings (2 x Image.MAX_IMAGE_PIXELS): the
+#: default of `data.max_image_pixels`, declared beside it; :mod:`fairsynth.data.images` applies the bound.
+DEFAULT_MAX_IMAGE_PIXELS = 178_956_970
 
 #: Dataset readers by name, each a :class:`~fairsynth.data.readers.Reader` registered by its module in
 #: ``data/readers/``. The registry lives here, beside the `data.reader` key that names its members, so that

@@ -36,10 +36,10 @@ from typing import Iterator, Literal
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-logger = logging.getLogger(__name__)
+# Pillow's hard decompression-bomb bound, declared beside the data.max_image_pixels knob it is the default of.
+from fairsynth.config import DEFAULT_MAX_IMAGE_PIXELS
 
-#: Pillow's hard decompression-bomb bound with its default settings (2 x Image.MAX_IMAGE_PIXELS).
-DEFAULT_MAX_IMAGE_PIXELS = 178_956_970
+logger = logging.getLogger(__name__)
 
 #: EXIF tag of the orientation (which side of the stored pixels is up).
 ORIENTATION_TAG = 0x0112
