@@ -15,6 +15,7 @@ register themselves into a registry declared below them, the way plugins do.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -214,3 +215,14 @@ def test_the_checks_catch_a_circle_and_an_upward_import(tmp_path):
     assert any("toy.low.b (toy.low) imports toy.high (toy.high, in a higher layer)" in p for p in problems), problems
     assert any(p.startswith("toy.stray is in no layer") for p in problems), problems
     assert len(problems) == 2, problems
+
+
+def test_the_documented_layers_are_these():
+    """docs/architecture.md draws LAYERS as a table, top layer first; it says what this test holds."""
+    text = (SRC.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d+) \| (.+) \|$", text.split("## Layers", 1)[1].split("\n## ", 1)[0], flags=re.MULTILINE)
+    documented = {}
+    for number, cell in rows:
+        units = [f"fairsynth.{name}" for name in re.findall(r"`([a-z_]+)`", cell) if name != "__init__"]
+        documented[int(number)] = tuple(sorted(units + (["fairsynth"] if "__init__" in cell else [])))
+    assert documented == {k + 1: tuple(sorted(units)) for k, units in enumerate(LAYERS)}
