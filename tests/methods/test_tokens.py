@@ -205,6 +205,27 @@ def test_start_phrases_per_class_and_skin_type_set_the_new_rows_from_the_phrase_
     assert torch.equal(rows("<psoriasis-FST-I>"), short[torch.arange(size) % len(short)])
 
 
+def test_class_plus_fst_learns_a_token_per_class_and_one_per_skin_type_that_captions_combine():
+    """Each class token starts from its class's phrase, each skin-type token from its skin type's."""
+    components, _ = tiny("sd")
+    tokenizer = components.tokenizers[0]
+    melanoma, dark = "a dark irregular blob", "on a brown background"
+    method = TI(TI.Config(token_per="class_plus_fst", num_vectors=2, initializers={"melanoma": melanoma},
+                          fst_initializers={"VI": dark}))
+    (before,) = embedding_matrices(components)
+    records = derm_records(4, fsts=(1, 6))
+    method.check(components, records)
+    method.prepare(components)
+    (after,) = embedding_matrices(components)
+    assert sorted(method.tokens.tokens) == ["<FST-I>", "<FST-VI>", "<melanoma>", "<psoriasis>"]
+    assert method.tokens.phrases == {"<melanoma>": melanoma, "<FST-VI>": dark}
+    dark_rows = before[tokenizer.encode(dark, add_special_tokens=False)]
+    new = after[tokenizer.convert_tokens_to_ids(method.tokens.expand("<FST-VI>").split())]
+    torch.testing.assert_close(new, torch.stack([part.mean(0) for part in torch.tensor_split(dark_rows, 2)]))
+    record = next(r for r in records if r.label == "melanoma" and r.attributes["fst"] == 6)
+    assert method.caption_for(record.caption, record).startswith("<melanoma> <melanoma>_1 <FST-VI> <FST-VI>_1, ")
+
+
 def test_a_long_start_phrase_is_averaged_in_order_over_the_vectors():
     components, _ = tiny("sd")
     tokenizer = components.tokenizers[0]

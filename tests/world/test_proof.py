@@ -40,7 +40,8 @@ def test_cells_prompts_and_token_prompts():
         DERM_TEMPLATE.format(diagnosis=d, fst_roman=r) for d in ("melanoma", "psoriasis") for r in ("I", "VI")
     ]
     assert token_prompt(cells[1]) == "<melanoma-FST-VI>, A dermoscopic image of melanoma on Fitzpatrick skin type VI"
-    assert token_prompt(cells[1], per_fst=False).startswith("<melanoma>, ")
+    assert token_prompt(cells[1], "class").startswith("<melanoma>, ")
+    assert token_prompt(cells[1], "class_plus_fst").startswith("<melanoma> <FST-VI>, ")
 
 
 class _Replay:

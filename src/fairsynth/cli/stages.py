@@ -145,13 +145,13 @@ def _demo_conditioning(recipe) -> None:
 
     judge, judge_report = shipped_judge(recipe.world.skin_type_effect)
     out = Path(recipe.train.output)
-    per_fst = recipe.train.options.get("token_per") == "class_and_fst"
+    token_per = recipe.train.options.get("token_per", "class_and_fst")
     tokens = recipe.train.method in ("pivotal", "textual_inversion")
     scores = {}
     for name, adapters in (("base", []), ("fine-tuned", [AdapterSpec(path=str(out / "model"))])):
         cfg = dataclasses.replace(recipe.generate, adapters=adapters)
         sampler = load_sampler(cfg)
-        prompt_for = (lambda cell: token_prompt(cell, per_fst)) if tokens and adapters else None
+        prompt_for = (lambda cell: token_prompt(cell, token_per)) if tokens and adapters else None
         score, images, _ = measure_conditioning(
             sampler, judge, per_cell=2, seed=1000, prompt_for=prompt_for, size=max(recipe.train.resolution)
         )

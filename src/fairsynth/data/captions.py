@@ -6,8 +6,9 @@
 Fields available to a template: ``label``, ``diagnosis`` (the ``diagnosis`` attribute, else
 the label), ``fst``, ``fst_roman``, ``fst_group``, ``token`` (the placeholder token of the
 record's class x skin type, e.g. ``<melanoma-FST-VI>``), ``class_token`` (the class's alone,
-``<melanoma>``: ``token_per: class``), ``caption`` (the dataset's own), and
-every attribute of the record.
+``<melanoma>``: ``token_per: class``), ``fst_token`` (the skin type's alone, ``<FST-VI>``;
+``token_per: class_plus_fst`` names ``{class_token} {fst_token}``), ``caption`` (the dataset's
+own), and every attribute of the record.
 """
 
 from __future__ import annotations
@@ -29,6 +30,28 @@ def placeholder_token(label: str | None, fst: int | None = None) -> str:
     return f"<{slug}-FST-{to_roman(fst)}>" if fst is not None else f"<{slug}>"
 
 
+def skin_type_token(fst: int) -> str:
+    """Textual-inversion token for a skin type alone, shared by every class: ``<FST-VI>``."""
+    return f"<FST-{to_roman(fst)}>"
+
+
+#: How placeholder tokens are derived from a record: one per class x skin type
+#: (``<melanoma-FST-VI>``), one per class (``<melanoma>``), or one per class plus one per skin type
+#: (``<melanoma> <FST-VI>``: each token learns from every image of its class or of its skin type).
+TOKEN_SCHEMES = ("class_and_fst", "class", "class_plus_fst")
+
+
+def concept_tokens(label: str | None, fst: int | None, token_per: str) -> list[str]:
+    """The placeholder tokens that stand for an image of class ``label`` on skin type ``fst``."""
+    if token_per not in TOKEN_SCHEMES:
+        raise ValueError(f"token_per must be one of {', '.join(TOKEN_SCHEMES)}, got {token_per!r}")
+    if token_per == "class_and_fst":
+        return [placeholder_token(label, fst)]
+    if token_per == "class_plus_fst" and fst is not None:
+        return [placeholder_token(label), skin_type_token(fst)]
+    return [placeholder_token(label)]
+
+
 def template_fields(template: str) -> list[str]:
     return [name for _, name, _, _ in string.Formatter().parse(template) if name]
 
@@ -44,6 +67,7 @@ def caption_fields(record: Record) -> dict[str, Any]:
         fst_group=record.attributes.get("fst_group") or group_of(fst) or "unknown",
         token=placeholder_token(record.label, fst),
         class_token=placeholder_token(record.label),
+        fst_token=skin_type_token(fst) if fst is not None else "",
         caption=record.caption or "",
     )
     return values

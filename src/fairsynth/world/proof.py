@@ -71,11 +71,12 @@ def grid_cells(classes: Sequence[str], fsts: Sequence[int], template: str = DERM
     ]
 
 
-def token_prompt(cell: GridCell, per_fst: bool = True) -> str:
-    """The prompt a textual-inversion / pivotal model was trained with: its token prepended."""
-    from fairsynth.data.captions import placeholder_token
+def token_prompt(cell: GridCell, token_per: str = "class_and_fst") -> str:
+    """The prompt a textual-inversion / pivotal model was trained with: its tokens prepended
+    (``token_per`` as the method's option: ``class_and_fst``, ``class`` or ``class_plus_fst``)."""
+    from fairsynth.data.captions import concept_tokens
 
-    return f"{placeholder_token(cell.label, cell.fst if per_fst else None)}, {cell.prompt}"
+    return f"{' '.join(concept_tokens(cell.label, cell.fst, token_per))}, {cell.prompt}"
 
 
 def score_images(

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from fairsynth.config import ConfigError, knob, save_resolved
-from fairsynth.data.captions import placeholder_token
+from fairsynth.data.captions import concept_tokens
 from fairsynth.data.fst import parse_fst
 from fairsynth.methods import METHODS
 from fairsynth.methods._export import write_note
@@ -52,9 +52,11 @@ class TokenConfig(MethodConfig):
         [], "New tokens to learn, e.g. ['<melanoma-FST-VI>']; empty: one per class x skin type "
         "of the training records (see token_per)."
     )
-    token_per: Literal["class_and_fst", "class"] = knob(
+    token_per: Literal["class_and_fst", "class", "class_plus_fst"] = knob(
         "class_and_fst", "How tokens are derived when placeholder_tokens is empty: "
-        "`class_and_fst` -> <melanoma-FST-VI>, `class` -> <melanoma>."
+        "`class_and_fst` -> <melanoma-FST-VI> (a rare cell's token learns from that cell's images alone), "
+        "`class` -> <melanoma>, `class_plus_fst` -> <melanoma> <FST-VI> (a class token learns from every "
+        "skin type, a skin-type token from every class; the LoRA learns how they combine)."
     )
     initializer_token: str = knob(
         "mole", "A word that is a single CLIP token; every new vector starts as its embedding."
@@ -66,8 +68,9 @@ class TokenConfig(MethodConfig):
         "tokens is copied row for row)."
     )
     fst_initializers: dict[str, str] = knob(
-        {}, "With token_per: class_and_fst, a phrase per skin type (keys 1-6 or I-VI) appended to the "
-        "class's start phrase (or to initializer_token), e.g. {VI: 'on a dark brown background'}."
+        {}, "A phrase per skin type (keys 1-6 or I-VI), e.g. {VI: 'on a dark brown background'}: with "
+        "token_per: class_and_fst appended to the class's start phrase (or to initializer_token); with "
+        "class_plus_fst the start phrase of the skin-type token <FST-VI>."
     )
     num_vectors: int = knob(
         1, "Embedding vectors per placeholder token (<tok> <tok>_1 ...); more capture more detail."
@@ -156,7 +159,8 @@ class TextualInversion(Method):
             label, fst = (concepts or {}).get(token, (None, None))
             phrase = self.config.initializers.get(token) or (self.config.initializers.get(label) if label else None)
             if fst in fst_phrases:
-                phrase = f"{phrase or self.config.initializer_token} {fst_phrases[fst]}"
+                # a skin-type token of class_plus_fst (no class) starts from the skin type's phrase alone
+                phrase = fst_phrases[fst] if label is None else f"{phrase or self.config.initializer_token} {fst_phrases[fst]}"
             if phrase:
                 phrases[token] = phrase
         return PlaceholderTokens({t: self.config.num_vectors for t in tokens}, self.config.initializer_token, phrases)
@@ -166,14 +170,22 @@ class TextualInversion(Method):
         return True  # the embedding rows change, so text-encoder outputs cannot be cached
 
     # -- tokens and captions --------------------------------------------------------------
-    def record_token(self, record: "Record | None") -> str | None:
-        """The placeholder token that stands for a record's concept, where one does."""
+    def record_tokens(self, record: "Record | None") -> list[str]:
+        """The placeholder tokens that stand for a record's concept (none for a prior image)."""
         if self.config.placeholder_tokens:
-            return self.config.placeholder_tokens[0] if len(self.config.placeholder_tokens) == 1 else None
+            return self.config.placeholder_tokens[:1] if len(self.config.placeholder_tokens) == 1 else []
         if record is None or record.attributes.get("prior"):
-            return None
-        fst = record.attributes.get("fst") if self.config.token_per == "class_and_fst" else None
-        return placeholder_token(record.label, fst)
+            return []
+        return concept_tokens(record.label, record.attributes.get("fst"), self.config.token_per)
+
+    def _concepts(self, record: "Record") -> dict[str, tuple[str | None, int | None]]:
+        """Each derived token of a record with the (class, skin type) its start phrase is for."""
+        fst = record.attributes.get("fst")
+        if self.config.token_per == "class_plus_fst":
+            tokens = self.record_tokens(record)
+            return dict(zip(tokens, [(record.label, None), (None, fst)]))
+        return {token: (record.label, fst if self.config.token_per == "class_and_fst" else None)
+                for token in self.record_tokens(record)}
 
     def require_tokens(self) -> PlaceholderTokens:
         if self.tokens is None:
@@ -194,8 +206,7 @@ class TextualInversion(Method):
         """
         tokens = self.require_tokens()
         caption = caption or ""
-        token = self.record_token(record)
-        token = token if token in tokens.num_vectors else None
+        token = " ".join(t for t in self.record_tokens(record) if t in tokens.num_vectors)
         dropped = not caption and bool(record is not None and record.caption)
         if self.config.caption_token == "prepend" and token and not dropped and not tokens.mentioned_in(caption):
             caption = f"{token}, {caption}" if caption else token
@@ -205,15 +216,12 @@ class TextualInversion(Method):
     def check(self, components: Components, records: list["Record"]) -> None:
         super().check(components, records)
         if not self.config.placeholder_tokens:
-            concepts = {}
+            concepts: dict[str, tuple[str | None, int | None]] = {}
             for record in records:
-                token = self.record_token(record)
-                if token:
-                    fst = record.attributes.get("fst") if self.config.token_per == "class_and_fst" else None
-                    concepts[token] = (record.label, fst)
+                concepts.update(self._concepts(record))
             if not concepts:
                 raise MethodError("no placeholder tokens: give placeholder_tokens, or records with labels")
-            classes = {label for label, _ in concepts.values()}
+            classes = {label for label, _ in concepts.values() if label is not None}
             unused = sorted(set(self.config.initializers) - set(concepts) - classes)
             if unused:
                 # A recipe may name classes a subset of the data lacks; a phrase that fits no class
