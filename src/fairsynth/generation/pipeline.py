@@ -153,6 +153,8 @@ class Sampler:
     outputs: list[TrainedOutput]
     adapters: list[InferenceAdapter]
     refiner: Any = None
+    #: The folder of an adapted VAE decoding the images (``<model>/vae``), or None: the base's VAE.
+    vae_source: str | None = None
     _img2img: Any = None
 
     @property
@@ -279,6 +281,7 @@ def load_sampler(cfg: GenerateConfig, device: torch.device | None = None, dtype:
             )
     kind = pipeline_kind(pipe)
     pipe.scheduler = make_scheduler(cfg.scheduler, pipe.scheduler.config)
+    vae_source = _load_adapted_vae(pipe, outputs)
 
     # 2. Every trained output through its method's hook; LoRAs activated together.
     adapters: list[InferenceAdapter] = []
@@ -301,7 +304,34 @@ def load_sampler(cfg: GenerateConfig, device: torch.device | None = None, dtype:
     pipe.to(device=device, dtype=None if dtype == pipe.unet.dtype else dtype)
     pipe.set_progress_bar_config(disable=True)
     refiner = _load_refiner(pipe, cfg, device, dtype) if cfg.refiner.source else None
-    return Sampler(cfg, pipe, kind, device, dtype, base_sha256, outputs, adapters, refiner)
+    return Sampler(cfg, pipe, kind, device, dtype, base_sha256, outputs, adapters, refiner, vae_source)
+
+
+def _load_adapted_vae(pipe: Any, outputs: list[TrainedOutput]) -> str | None:
+    """The VAE of a trained output whose decoder was adapted (``<model>/vae``, see
+    :mod:`fairsynth.training.vae_decoder`) in place of the base's; its folder, or None.
+
+    The adapted VAE must keep the base's encoder bit for bit: the UNet's latents mean what they
+    meant in training, only their rendering changed.
+    """
+    folders = [output.folder / "vae" for output in outputs if (output.folder / "vae" / "config.json").is_file()]
+    if not folders:
+        return None
+    if len(folders) > 1:
+        raise GenerationError(f"two adapters bring an adapted VAE ({', '.join(map(str, folders))}); generate with one of them")
+    folder = folders[0]
+    vae = type(pipe.vae).from_pretrained(str(folder), torch_dtype=pipe.vae.dtype)
+    base = pipe.vae.state_dict()
+    adapted = vae.state_dict()
+    kept = [name for name in base if name.startswith(("encoder.", "quant_conv."))]
+    if set(base) != set(adapted) or any(not torch.equal(base[name], adapted[name]) for name in kept):
+        raise GenerationError(
+            f"{folder} is not the base's VAE with an adapted decoder (its encoder differs from generate.base's): "
+            "generate with the base it was trained on"
+        )
+    pipe.vae = vae
+    pipe.register_modules(vae=vae)
+    return str(folder)
 
 
 def _load_ip_adapter(pipe: Any, cfg: GenerateConfig) -> None:

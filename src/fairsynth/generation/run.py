@@ -598,6 +598,7 @@ def _report(recipe: "GenerateJob", sampler: Any, plan: Plan, judged: list[dict[s
         "attention": sampler.attention,
         "base_model": {"source": recipe.generate.base.source if recipe.generate.base else None, "sha256": sampler.base_sha256},
         "adapters": [{"path": str(o.folder), "method": o.method, "scale": o.spec.scale, "sha256": o.sha256} for o in sampler.outputs],
+        "vae": sampler.vae_source or "the base's",
     }
 
 

@@ -119,6 +119,26 @@ class FidConfig:
 
 
 @dataclass
+class VaeDecoderConfig:
+    """Decoder adaptation after the method's steps (the encoder and the latent space stay as they are)."""
+
+    steps: int = knob(
+        0, "Decoder steps on the training images after the method's training; 0: off (the base's VAE is used). "
+        "The adapted VAE is saved as <train.output>/model/vae and generation decodes with it."
+    )
+    learning_rate: float = knob(1e-4, "AdamW learning rate of the decoder (constant).")
+    batch_size: int | None = knob(None, "Images per decoder step; None: train.batch_size.")
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ConfigError(f"train.vae_decoder.steps must be >= 0, got {self.steps}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"train.vae_decoder.learning_rate must be > 0, got {self.learning_rate}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"train.vae_decoder.batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
 class TrainConfig:
     """`fairsynth train`: fine-tune a base model with one registered method."""
 
@@ -181,6 +201,10 @@ class TrainConfig:
     keep_checkpoints: int = knob(2, "Checkpoints kept (the newest); older ones are deleted.")
     validation: ValidationConfig = knob(default_factory=ValidationConfig, help="Validation grid and loss.")
     fid: FidConfig = knob(default_factory=FidConfig, help="FID against the training images and early stopping.")
+    vae_decoder: VaeDecoderConfig = knob(
+        default_factory=VaeDecoderConfig,
+        help="Adapt the VAE's decoder to the training images after the method's steps (encoder fixed; off by default).",
+    )
     seed: int | None = knob(None, "Seed of every random draw of the run; default: the recipe's seed.")
     report_to: Literal["tensorboard", "none"] = knob("tensorboard", "Where scalars are logged (<output>/logs).")
     log_every: int = knob(10, "Log scalars every N steps.")

@@ -15,7 +15,9 @@ Read top to bottom, :func:`train` does:
 9. the steps: per phase an optimiser over ``method.parameter_groups``; per step a batch,
    latents, noise, the denoising loss (Min-SNR-γ, method weights, class diversity), the
    update, ``method.after_step``, EMA, logs, checkpoints and validation;
-10. the outputs: ``method.export``, the resolved config, ``training_info.json``, ``README.md``.
+10. the outputs: optionally the VAE's decoder adapted to the training images
+    (:mod:`fairsynth.training.vae_decoder`), ``method.export``, the resolved config,
+    ``training_info.json``, ``README.md``.
 
 Every random number of step ``s`` comes from generators seeded by (seed, ``s``)
 (:mod:`fairsynth.training.randomness`), so a run resumed from a checkpoint at step ``s``
@@ -72,6 +74,7 @@ from fairsynth.training.losses import (
     x0_embedding,
 )
 from fairsynth.training.randomness import StepRandom, derived_seed
+from fairsynth.training.vae_decoder import adapt_decoder
 from fairsynth.training.validation import grid_cells, sample_grid, save_grid, validation_loss
 
 
@@ -87,10 +90,11 @@ logger = logging.getLogger(__name__)
 
 WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
-#: Train settings that may change between a checkpoint and its resume without changing the result.
+#: Train settings that may change between a checkpoint and its resume without changing what the steps
+#: compute (the decoder adaptation runs after the last step, from the settings of the resumed run).
 RESUMABLE_CHANGES = frozenset(
     {"output", "cache_dir", "data", "validation", "checkpoint_every", "keep_checkpoints", "report_to", "log_every",
-     "cache_latents", "cache_text"}
+     "cache_latents", "cache_text", "vae_decoder"}
 )
 
 
@@ -374,7 +378,12 @@ def _train(recipe: "TrainJob", *, resume: str | Path | None, progress: bool) -> 
     if sum(p.steps for p in phases) != cfg.steps:
         raise MethodError(f"method {cfg.method}'s phases add up to {sum(p.steps for p in phases)} steps, not {cfg.steps}")
 
+    if cfg.vae_decoder.steps and method.trains_vae:
+        raise ConfigError(f"train.vae_decoder adapts the base's decoder, but method {cfg.method} trains the VAE itself; "
+                          "set train.vae_decoder.steps: 0")
+
     # 5. The method's own records join the examples; the balanced sampler (FairSkin batch mix).
+    user_examples, user_records = list(examples), list(records)  # the decoder adapts to these alone
     examples += make_examples(extra, dataset_root, cfg.size, buckets, trusted=True)
     records = records + extra
     sampler = BatchSampler(sampling_weights(records, cfg.balance), [e.size for e in examples])
@@ -627,8 +636,20 @@ def _train(recipe: "TrainJob", *, resume: str | Path | None, progress: bool) -> 
                 if ema.model is None and checkpoint is not None and checkpoint.state.get("ema"):
                     ema.load_state_dict(checkpoint.ema, checkpoint.state["ema"])  # resumed a finished run
                 ema.copy_to_parameters(named)  # the averaged weights are the result
+            vae_report = None
+            if cfg.vae_decoder.steps:
+                # 10a. The decoder learns to render this domain's latents (encoder fixed).
+                vae_report = adapt_decoder(
+                    components.vae, user_examples, latent_cache,
+                    BatchSampler(sampling_weights(user_records, cfg.balance), [e.size for e in user_examples]),
+                    cfg.vae_decoder, batch_size=cfg.vae_decoder.batch_size or cfg.batch_size, seed=seed, device=device,
+                    validation=make_examples(val_records, dataset_root, cfg.size, buckets),
+                )
             with _staged_folder(model_dir) as staging:
                 written = method.export(components, staging)
+                if vae_report is not None:
+                    components.vae.save_pretrained(staging / "vae", safe_serialization=True)
+                    written["vae"] = staging / "vae"
                 exports = {name: model_dir / Path(path).relative_to(staging) for name, path in written.items()}
                 info = _training_info(
                     cfg, components, records, len(extra), exports_size=_size_on_disk(written),
@@ -638,6 +659,8 @@ def _train(recipe: "TrainJob", *, resume: str | Path | None, progress: bool) -> 
                 )
                 if val_losses:
                     info["val_loss"] = val_losses[max(val_losses)]
+                if vae_report is not None:
+                    info["vae_decoder"] = vae_report
                 info.update(peak_memory(accelerator.device))
                 if fid is not None:
                     info.update(fid.info(stopped_early))
