@@ -257,3 +257,24 @@ def test_cell_losses_are_the_mean_cross_entropy_per_class_and_group():
     losses = cell_losses(p, min_images=2)
     assert losses == pytest.approx({("a", "I"): -(np.log(0.9) + np.log(0.5)) / 2, ("b", "VI"): -(np.log(0.8) + np.log(0.4)) / 2})
     assert cell_losses(p, min_images=3) == {}
+
+
+def test_selection_ties_go_to_the_lower_validation_loss(real_run):
+    """A later epoch with the same score replaces the best only with a lower loss; a higher
+    score wins whatever its loss. The loss is torch's cross-entropy of the probabilities."""
+    import torch
+
+    from fairsynth.downstream.fairness import Predictions
+    from fairsynth.downstream.train import improves, validation_loss
+
+    assert improves(1.0, 0.2, 1.0, 0.3) and not improves(1.0, 0.4, 1.0, 0.3)
+    assert improves(0.9, 0.1, 0.8, 0.05) and not improves(0.8, 0.01, 0.9, 0.5)
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.3, 0.4, 0.3], [0.25, 0.5, 0.25]])
+    labels = np.array([0, 2, 0, 1])
+    predictions = Predictions(labels, probabilities, ["I", "II", "V", "VI"], ("a", "b", "c"))
+    reference = torch.nn.functional.nll_loss(torch.log(torch.tensor(probabilities)), torch.tensor(labels))
+    assert validation_loss(predictions) == pytest.approx(float(reference), abs=1e-12)
+    # the run selected the epoch with the best (score, -loss) of its history
+    history = real_run["history"]
+    best = max(range(len(history)), key=lambda i: (history[i]["val_score"], -history[i]["val_loss"], -i))
+    assert real_run["selected_epoch"] == best and real_run["val_loss"] == history[best]["val_loss"]

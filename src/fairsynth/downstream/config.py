@@ -142,7 +142,8 @@ class DownstreamConfig:
     )
     patience: int = knob(8, "Stop after this many epochs without a better validation score.")
     select_on: Literal["macro_auroc", "balanced_accuracy"] = knob(
-        "macro_auroc", "Validation score for early stopping and model selection (never the test split).",
+        "macro_auroc", "Validation score for early stopping and model selection (never the test split); ties "
+        "go to the lower validation cross-entropy.",
     )
     # evaluation
     bootstrap_resamples: int = knob(1000, "Bootstrap resamples of the 95 % confidence intervals.")
