@@ -82,7 +82,9 @@ def test_demo_runs_every_stage_on_a_tiny_base(tmp_path, tiny_base):
     assert truth["delivered"] == sum(cell["delivered"] for cell in truth["cells"].values())
     assert (work / "world-test" / "fitzpatrick17k.csv").is_file() and "External test set `world-test`" in result.output
     assert "| AUROC V-VI ↑ |" in result.output and "mixed − real" in result.output
-    assert "total" in result.output.splitlines()[-1]
+    lines = result.output.splitlines()
+    timing = next(k for k, line in enumerate(lines) if "total" in line and "Outputs in" in line)
+    assert "verdict" in lines[timing + 1] and lines[-1].startswith(("Be careful", "Nothing stands out"))  # the verdict ends it
     assert (work / "evaluation" / "evaluation.json").is_file() and (work / "report" / "index.html").is_file()
     state = json.loads((work / "run-state.json").read_text())
     assert all(entry["finished"] == entry["started"] for entry in state.values()) and len(state) == 8

@@ -24,12 +24,18 @@ TINY = [
 ]
 
 
+#: The file beside the study's folder that holds what `fairsynth demo` printed.
+DEMO_OUTPUT = "demo-output.txt"
+
+
 @pytest.fixture(scope="session")
 def study(tmp_path_factory, tiny_base) -> Path:
-    """A whole tiny study (`fairsynth demo` on the random tiny base), its report included; do not modify it."""
+    """A whole tiny study (`fairsynth demo` on the random tiny base), its report included; do not modify it.
+    What the command printed is in ``DEMO_OUTPUT`` beside the study's folder."""
     work = tmp_path_factory.mktemp("report") / "study"
     result = CliRunner().invoke(app, ["demo", "--workdir", str(work), f"train.base.source={tiny_base}", *TINY])
     assert result.exit_code == 0, result.output
+    (work.parent / DEMO_OUTPUT).write_text(result.output, encoding="utf-8")
     return work
 
 

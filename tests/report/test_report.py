@@ -1,12 +1,11 @@
 """The study report: every section from the study's own files with the numbers in them, 'not run'
-for what did not run, a clear error naming a corrupt file, and a page that loads in headless
-Chromium with every image resolved."""
+for what did not run, and a clear error naming a corrupt file. The verdict is tested in
+test_verdict.py, the figures in test_figures.py, the page in a browser in test_browser.py."""
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -20,7 +19,8 @@ from tests.report.conftest import copy_study
 
 runner = CliRunner()
 
-SECTIONS = ("data", "training", "generated", "filters", "metrics", "memorisation", "downstream", "card", "run")
+#: The page's sections in order: their ids are the anchors a link to a section uses.
+SECTIONS = ("verdict", "downstream", "generated", "metrics", "data", "training", "filters", "memorisation", "card", "run")
 
 
 class Tables(HTMLParser):
@@ -84,11 +84,14 @@ def page(study) -> str:
 
 
 def test_every_section_is_there_and_the_page_is_self_contained(study, page):
-    for section in SECTIONS:
-        assert f'<section id="{section}">' in page, section
+    assert re.findall(r'<section id="([^"]+)"', page) == list(SECTIONS)
     assert "Stage not run" not in page
     assert '<section id="sweep">' not in page  # no sweep in this study: no section
-    assert not re.search(r'(src|href)="(?!data:|#)', page)  # nothing loaded from elsewhere
+    assert not re.search(r'src="(?!data:)', page)  # every image inlined: nothing loaded from elsewhere
+    links = re.findall(r'href="([^"]+)"', page)
+    assert all(link.startswith("#") or link.startswith("figures/") for link in links), links
+    for link in (link for link in links if link.startswith("figures/")):  # a figure's data file and PNG, beside the page
+        assert (study / "report" / link).is_file(), link
     assert "<script" not in page and "<link" not in page and "@import" not in page and "url(" not in page
     assert (study / "report" / "index.html").stat().st_size < 15e6
     assert "must not be presented or used as real" in page
@@ -172,7 +175,7 @@ def test_a_study_that_only_prepared_says_the_other_stages_did_not_run(study, tmp
     work = copy_study(study, tmp_path / "only", "prepared")
     page = build_report(work).read_text()
     not_run = re.findall(r"Stage not run: no outputs of (.+?) in this study", page)
-    assert not_run == ["`train`", "`generate`", "`generate`", "`evaluate`", "`generate` or `evaluate`", "`downstream`"]
+    assert not_run == ["`downstream`", "`generate`", "`evaluate`", "`train`", "`generate`", "`generate` or `evaluate`"]
     assert '<section id="data">' in page and "Counts (prepared/counts.csv)" in page
     assert "The generator: stage not run" in page and "The classifiers: stage not run" in page
     assert '<section id="run">' not in page and '<section id="sweep">' not in page
@@ -198,6 +201,8 @@ CORRUPT = [
     ("downstream/mixed/seed-1/metrics.json", "[1, 2", r"seed-1/metrics\.json is not valid JSON"),
     ("sweep/table.json", '{"not": "rows"}', r"table\.json is not a list of rows"),
     ("downstream/compare.json", "[1, 2]", r"compare\.json is not a JSON object"),
+    ("downstream/curve.json", '{"points": [', r"curve\.json is not valid JSON"),
+    ("downstream/ablate.json", "[]", r"ablate\.json is not a JSON object"),
 ]
 
 
@@ -210,7 +215,7 @@ def test_a_corrupt_input_is_an_error_naming_the_file(study, tmp_path, name, cont
         build_report(work)
     result = runner.invoke(app, ["report", str(work)])
     assert result.exit_code == 2 and re.search(message, result.output.replace("\n", "")), result.output
-    assert not (work / "report" / "index.html").exists()
+    assert not (work / "report").exists()  # nothing half-written: no page, no figure file
 
 
 def test_validation_grids_are_shown_spread_over_training(study, tmp_path):
@@ -268,45 +273,3 @@ def test_filter_rejections_and_memorised_images_are_shown_with_the_training_imag
     assert caption in page
     figure = page.split('<section id="memorisation">')[1].split("</section>")[0]
     assert figure.count('<img src="data:image/png;base64,') == 1
-
-
-def _browser():
-    if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
-        pytest.skip("Debian's chromium and chromium-driver packages are not installed (.ci/run installs them)")
-    pytest.importorskip("selenium", reason="the selenium package (the `test` extra) is not installed")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1280,2000"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-
-
-def test_the_page_loads_in_headless_chromium_with_every_image_and_no_console_error(study, tmp_path):
-    page = study / "report" / "index.html"
-    driver = _browser()
-    try:
-        driver.get(page.resolve().as_uri())
-        images = driver.execute_script(
-            "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.alt]);"
-        )
-        errors = [entry for entry in driver.get_log("browser") if entry["level"] in ("SEVERE", "ERROR")]
-        shot = tmp_path / "report.png"
-        assert driver.save_screenshot(str(shot))
-    finally:
-        driver.quit()
-    assert len(images) >= 7  # heatmap, loss, 2 training grids, generated and real grids, AUROC bars
-    assert all(complete and width > 0 for complete, width, _ in images), [alt for c, w, alt in images if not (c and w)]
-    assert errors == []
-    from PIL import Image
-
-    with Image.open(shot) as screenshot:
-        assert screenshot.format == "PNG" and screenshot.size[0] >= 1000
-        low, high = screenshot.convert("L").getextrema()
-        assert high - low > 100  # not a blank page
-        assert len(screenshot.convert("RGB").getcolors(1 << 24)) > 50

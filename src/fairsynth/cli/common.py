@@ -1,5 +1,5 @@
 """What every command shares: the app, the two consoles, failing with one message, loading a recipe,
-printing a dataset's problems, holding the study's lock.
+printing a dataset's problems, holding the study's lock, printing a study's verdict.
 
 Commands register on :data:`app` from their own modules (``fairsynth.cli.<command>``).
 """
@@ -88,3 +88,18 @@ def _hold_study(workdir, *writes) -> None:
         _fail(str(err), code=EXIT_LOCKED)
     if held is not None:
         _held_locks.append(held)
+
+
+def print_verdict(workdir: Path) -> None:
+    """The study's verdict, the sentences that open its report, as the last lines of the output."""
+    from fairsynth.report.collect import ReportInputError, collect
+    from fairsynth.report.verdict import verdict
+
+    try:
+        sentences = verdict(collect(workdir))
+    except ReportInputError as err:
+        console.print(f"verdict: not available, {err}", markup=False)
+        return
+    console.rule("verdict")
+    for sentence in sentences:
+        console.print(sentence.text, markup=False)

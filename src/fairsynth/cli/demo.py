@@ -27,7 +27,8 @@ def demo(
     3. a real-data classifier is trained (the filter's judge); 4. a FairSkin-shaped synthetic
     set is generated and filtered; 5. real-only, real + synthetic and synthetic-only
     classifiers are compared over three seeds, per skin type, with intervals; 6. one HTML
-    report. Run it again and finished stages are skipped.
+    report that opens on the verdict, whose sentences also end the output. Run it again and
+    finished stages are skipped.
 
     Example: fairsynth demo --workdir runs/demo world.n=300
     """

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from fairsynth.cli.common import _fail, _hold_study, _load_recipe, app, console
+from fairsynth.cli.common import _fail, _hold_study, _load_recipe, app, console, print_verdict
 from fairsynth.cli.stages import STAGE_RUNNERS
 
 
@@ -25,7 +25,8 @@ def run(
     that was interrupted continues (training from its latest checkpoint, generation from its
     manifest); one whose settings changed runs again, and its earlier outputs are moved intact
     to <workdir>/stale/. The stages of a recipe are its `stages:` list, or every stage it
-    configures. <workdir>/run-state.json records what ran with which fingerprint.
+    configures. <workdir>/run-state.json records what ran with which fingerprint. The output
+    ends with the study's verdict, the sentences that open its report.
 
     Example: fairsynth run recipes/fairskin_derm.yaml train.steps=600 --until generate
     """
@@ -57,3 +58,5 @@ def _run_study(recipe, *, until: Optional[str] = None, force: Optional[str] = No
         + f"; total {time.perf_counter() - started:.0f} s. Outputs in {recipe.workdir}",
         markup=False,
     )
+    print_verdict(Path(recipe.workdir))
+

@@ -100,6 +100,8 @@ class StudyOutputs:
     downstream: dict[str, Any] | None
     downstream_config: dict[str, Any] | None
     downstream_runs: dict[str, dict[int, dict[str, Any]]]  # arm -> seed -> the run's metrics.json
+    curve: dict[str, Any] | None  # downstream/curve.json: the mixed arm at each synthetic:real ratio
+    ablation: dict[str, Any] | None  # downstream/ablate.json: a group's real images removed, share by share
     sweep: list[dict[str, Any]] | None
     sweep_file: Path | None
     run_state: dict[str, Any] | None
@@ -204,6 +206,8 @@ def collect(workdir: str | Path) -> StudyOutputs:
         downstream=downstream,
         downstream_config=_yaml(work / "downstream" / "config.yaml"),
         downstream_runs=_downstream_runs(work / "downstream", downstream),
+        curve=read_object(work / "downstream" / "curve.json"),
+        ablation=read_object(work / "downstream" / "ablate.json"),
         sweep=sweep,
         sweep_file=sweep_file,
         run_state=run_state,

@@ -100,44 +100,209 @@ def cell_grid(
     return _png(figure)
 
 
-def auroc_bars(
-    table: Mapping[str, Any], arms: Sequence[str], groups: Sequence[str],
-    runs: Mapping[str, Mapping[Any, Mapping[str, Any]]] | None = None,
+#: One estimate with its 95 % interval: (value, low, high); low and high None where unknown.
+Estimate = tuple[float | None, float | None, float | None]
+#: Colours of the downstream arms, the same in every figure.
+ARM_COLOURS = {"real": "#1f77b4", "mixed": "#ff7f0e", "synthetic": "#9467bd", "oracle": "#2ca02c", "hybrid": "#8c564b"}
+
+
+def _arm_colour(arm: str, index: int) -> str:
+    return ARM_COLOURS.get(arm, f"C{index % 10}")
+
+
+def _whisker(axes: Any, position: float, estimate: Estimate, limits: tuple[float, float], colour: str,
+             horizontal: bool = True, filled: bool = True, size: float = 5.0) -> None:
+    """A point and its interval; an interval that runs past ``limits`` ends in an arrow there."""
+    value, low, high = estimate
+    if value is None:
+        return
+    lo, hi = limits
+    if low is not None and high is not None:
+        a, b = max(low, lo), min(high, hi)
+        if horizontal:
+            axes.plot([a, b], [position, position], color=colour, lw=1.6, solid_capstyle="butt")
+        else:
+            axes.plot([position, position], [a, b], color=colour, lw=1.6, solid_capstyle="butt")
+        for end, clipped, marker in ((a, low < lo, "<" if horizontal else "v"), (b, high > hi, ">" if horizontal else "^")):
+            if clipped:
+                xy = (end, position) if horizontal else (position, end)
+                axes.plot(*xy, marker=marker, color=colour, ms=5)
+    xy = (min(max(value, lo), hi), position) if horizontal else (position, min(max(value, lo), hi))
+    axes.plot(*xy, "o", ms=size, color=colour if filled else "white", markeredgecolor=colour, markeredgewidth=1.4, zorder=3)
+
+
+def forest(
+    groups: Sequence[str], arms: Sequence[str], points: Mapping[str, Mapping[str, Estimate]],
+    gaps: Mapping[str, float | None], deltas: Mapping[str, Mapping[str, Estimate]],
+    within_noise: Mapping[str, Mapping[str, bool | None]], title: str,
 ) -> bytes:
-    """Per-group AUROC, one bar per arm at the mean over seeds with the sd over seeds as its error
-    bar; ``runs[arm][seed][group]`` (``estimate``, ``low``, ``high``), where given, adds each run's
-    bootstrap 95 % interval as a dot with a thin line inside its bar."""
+    """A forest plot of per-group AUROC: left, each arm's AUROC per group with its interval, and a
+    last row marking each arm's gap (a bar from its worst to its best group); right, each arm's
+    difference from real only per group and in the gap, with its interval (hollow: within noise).
+
+    ``points[arm][group]``, ``gaps[arm]``, ``deltas[arm][group or "gap"]`` and
+    ``within_noise[arm][group or "gap"]`` (the arms other than real on the right)."""
     plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(1.8 + 1.8 * len(groups), 3.2))
-    width = 0.8 / max(1, len(arms))
-    lows = [1.0]
+    others = [arm for arm in arms if arm != "real" and arm in deltas]
+    rows = [*groups, "gap"]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10.5, 0.9 + 0.2 * len(rows) * max(2, len(arms))),
+                                         gridspec_kw={"width_ratios": [1.15, 1]}, sharey=True)
+    spacing = 0.7 / max(1, len(arms))
     for index, arm in enumerate(arms):
-        means, errors = [], []
-        for group in groups:
-            summary = (table.get(f"auroc.{group}") or {}).get("arms", {}).get(arm) or {}
-            means.append(np.nan if summary.get("mean") is None else summary["mean"])
-            errors.append(0.0 if summary.get("sd") is None else summary["sd"])
-        positions = np.arange(len(groups)) + (index - (len(arms) - 1) / 2) * width
-        bars = axes.bar(positions, means, width * 0.92, yerr=errors, capsize=3, alpha=0.75, label=arm,
-                        error_kw={"elinewidth": 1.4})
-        lows += [m - e for m, e in zip(means, errors) if not np.isnan(m)]
-        seeds = list((runs or {}).get(arm, {}).items())
-        for k, (_, per_group) in enumerate(seeds):
-            offset = (k - (len(seeds) - 1) / 2) * width * 0.6 / max(1, len(seeds))
-            for position, group in zip(positions, groups):
-                run = per_group.get(group) or {}
-                if run.get("estimate") is None:
-                    continue
-                low, high = run.get("low"), run.get("high")
-                if low is not None and high is not None:
-                    axes.plot([position + offset] * 2, [low, high], color="#555555", lw=0.7, alpha=0.8)
-                    lows.append(low)
-                axes.plot(position + offset, run["estimate"], "o", ms=3, color=bars.patches[0].get_facecolor(),
-                          markeredgecolor="#333333", markeredgewidth=0.6)
-    axes.set_xticks(range(len(groups)), [f"FST {g}" for g in groups])
-    axes.set_ylabel("AUROC")
-    axes.set_ylim(max(0.0, min(0.5, float(np.nanmin(lows)) - 0.05)), 1.02)
-    axes.axhline(0.5, color="#999999", lw=0.8, ls=":")
-    axes.legend(frameon=False, ncol=len(arms), loc="lower center", bbox_to_anchor=(0.5, 1.0))
-    axes.grid(axis="y", alpha=0.3)
+        colour = _arm_colour(arm, index)
+        offset = (index - (len(arms) - 1) / 2) * spacing
+        for row, group in enumerate(groups):
+            _whisker(left, row + offset, points.get(arm, {}).get(group, (None, None, None)), (0.0, 1.0), colour)
+        means = [points.get(arm, {}).get(g, (None,))[0] for g in groups]
+        defined = [m for m in means if m is not None]
+        if len(defined) >= 2:
+            y = len(groups) + offset
+            left.plot([min(defined), max(defined)], [y, y], color=colour, lw=5, alpha=0.55, solid_capstyle="butt")
+            left.text(max(defined) + 0.01, y, f"{gaps.get(arm) if gaps.get(arm) is not None else max(defined) - min(defined):.3f}",
+                      va="center", fontsize=7, color=colour)
+        left.plot([], [], "o", color=colour, label=arm)
+    left.set_xlim(0.0, 1.0)
+    left.axvline(0.5, color="#999999", lw=0.8, ls=":")
+    left.set_xlabel("AUROC (gap row: worst to best group)")
+    left.legend(frameon=False, ncol=len(arms), loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=8)
+    spread = [abs(v) for arm in others for e in deltas[arm].values() for v in e if v is not None]
+    bound = min(1.0, max(0.1, 1.1 * max(spread, default=0.1)))
+    for index, arm in enumerate(arms):
+        if arm not in others:
+            continue
+        colour = _arm_colour(arm, index)
+        offset = (index - (len(arms) - 1) / 2) * spacing
+        for row, key in enumerate(rows):
+            noise = within_noise.get(arm, {}).get(key)
+            _whisker(right, row + offset, deltas[arm].get(key, (None, None, None)), (-bound, bound), colour,
+                     filled=noise is False)
+    right.axvline(0.0, color="#333333", lw=0.9)
+    right.set_xlim(-bound, bound)
+    right.xaxis.set_major_locator(plt.MaxNLocator(7, symmetric=True))
+    right.set_xlabel("difference from real only (gap: lower is fairer)")
+    right.set_title("filled: beyond noise · hollow: within noise", fontsize=8)
+    left.set_yticks(range(len(rows)), [f"FST {g}" if g != "gap" else "AUROC gap" for g in rows])
+    left.invert_yaxis()
+    for axes in (left, right):
+        axes.grid(axis="x", alpha=0.3)
+        for row in range(len(rows)):
+            axes.axhline(row + 0.5, color="#eeeeee", lw=0.8)
+    figure.suptitle(title, fontsize=9, y=1.02)
+    return _png(figure)
+
+
+def cell_heatmap(
+    rows: Sequence[str], columns: Sequence[str], delivered: Mapping[tuple[str, str], int],
+    target: Mapping[tuple[str, str], int], judged: Mapping[tuple[str, str], tuple[float | None, int]],
+) -> bytes:
+    """The synthetic set per class x skin-type cell: left, delivered / target (colour: the share
+    delivered); right, where a judge read the cells, the share it reads as the asked class."""
+    plt = _pyplot()
+    panels = 2 if judged else 1
+    figure, axes = plt.subplots(1, panels, figsize=(panels * (1.6 + 0.72 * len(columns)), 0.9 + 0.45 * len(rows)),
+                                squeeze=False)
+    share = np.full((len(rows), len(columns)), np.nan)
+    for r, row in enumerate(rows):
+        for c, column in enumerate(columns):
+            if target.get((row, column)):
+                share[r, c] = min(1.0, delivered.get((row, column), 0) / target[(row, column)])
+    panel = axes[0][0]
+    image = panel.imshow(np.ma.masked_invalid(share), cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto")
+    for (r, c), value in np.ndenumerate(share):
+        key = (rows[r], columns[c])
+        text = f"{delivered.get(key, 0)}/{target[key]}" if key in target and target[key] else "–"
+        panel.text(c, r, text, ha="center", va="center", fontsize=7, color="black")
+    panel.set_title("delivered / target", fontsize=9)
+    figure.colorbar(image, ax=panel, shrink=0.8, label="share delivered")
+    if judged:
+        agree = np.full((len(rows), len(columns)), np.nan)
+        for (row, column), (value, _) in judged.items():
+            if row in rows and column in columns and value is not None:
+                agree[rows.index(row), columns.index(column)] = value
+        panel = axes[0][1]
+        image = panel.imshow(np.ma.masked_invalid(agree), cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto")
+        for r, row in enumerate(rows):
+            for c, column in enumerate(columns):
+                value, n = judged.get((row, column), (None, 0))
+                panel.text(c, r, "–" if value is None else f"{100 * value:.0f}%\nof {n}", ha="center", va="center",
+                           fontsize=6.5, color="black")
+        panel.set_title("judge reads the asked class", fontsize=9)
+        figure.colorbar(image, ax=panel, shrink=0.8, label="share read as asked")
+    for panel in axes[0]:
+        panel.set_xticks(range(len(columns)), list(columns))
+        panel.set_yticks(range(len(rows)), list(rows))
+        panel.set_xlabel("Fitzpatrick skin type")
+        panel.set_facecolor("#eeeeee")
+    for panel in axes[0][1:]:
+        panel.set_yticklabels([])
+    return _png(figure)
+
+
+def metric_bars(panels: Sequence[Mapping[str, Any]], groups: Sequence[str]) -> bytes:
+    """One panel per metric: a bar per group and series (e.g. real vs synthetic, or synthetic and
+    real for a one-set metric), its 95 % interval as an error bar; 'n/a' where undefined.
+
+    Each panel: ``title``, ``higher_is_better`` and ``series`` {name: [Estimate per group]}."""
+    plt = _pyplot()
+    columns = min(3, len(panels))
+    rows = (len(panels) + columns - 1) // columns
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 2.9 * rows), squeeze=False)
+    for index, spec in enumerate(panels):
+        ax = axes[index // columns][index % columns]
+        series = spec["series"]
+        width = 0.8 / max(1, len(series))
+        for k, (name, estimates) in enumerate(series.items()):
+            positions = np.arange(len(groups)) + (k - (len(series) - 1) / 2) * width
+            values = [np.nan if e[0] is None else e[0] for e in estimates]
+            low = [0.0 if e[0] is None or e[1] is None else max(0.0, e[0] - e[1]) for e in estimates]
+            high = [0.0 if e[0] is None or e[2] is None else max(0.0, e[2] - e[0]) for e in estimates]
+            ax.bar(positions, values, width * 0.9, yerr=[low, high], capsize=2.5, label=name, alpha=0.8,
+                   color=f"C{k}", error_kw={"elinewidth": 1.0})
+            for position, e in zip(positions, estimates):
+                if e[0] is None:
+                    ax.text(position, 0, "n/a", ha="center", va="bottom", fontsize=6, color="#888888", rotation=90)
+        direction = {True: " (higher is better)", False: " (lower is better)"}.get(spec.get("higher_is_better"), "")
+        ax.set_title(f"{spec['title']}{direction}", fontsize=8.5)
+        ax.set_xticks(range(len(groups)), list(groups), fontsize=7.5)
+        ax.grid(axis="y", alpha=0.3)
+        if len(series) > 1:
+            ax.legend(frameon=False, fontsize=7)
+    for index in range(len(panels), rows * columns):
+        axes[index // columns][index % columns].axis("off")
+    figure.tight_layout()
+    return _png(figure)
+
+
+def protocol_lines(
+    xs: Sequence[float], ticks: Sequence[str], panels: Sequence[Mapping[str, Any]], xlabel: str, title: str,
+) -> bytes:
+    """Lines of means with their 95 % intervals, one panel per question: the ratio curve and the
+    ablation. Each panel: ``title``, ``ylabel``, ``series`` {name: [Estimate per x]}, optional
+    ``levels`` {label: y} drawn as dashed lines, ``colours`` {name: colour} and ``limits`` (the y range
+    intervals are clipped to)."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.4), squeeze=False)
+    step = (max(xs) - min(xs)) if len(xs) > 1 else 1.0
+    for ax, spec in zip(axes[0], panels):
+        series = spec["series"]
+        limits = spec.get("limits", (-np.inf, np.inf))
+        for k, (name, estimates) in enumerate(series.items()):
+            colour = (spec.get("colours") or {}).get(name, f"C{k}")
+            offset = (k - (len(series) - 1) / 2) * step * 0.012
+            shown = [(x + offset, e) for x, e in zip(xs, estimates) if e[0] is not None]
+            ax.plot([x for x, _ in shown], [e[0] for _, e in shown], "-", color=colour, lw=1.4, label=name)
+            for x, e in shown:
+                _whisker(ax, x, e, limits, colour, horizontal=False, size=4)
+        for label, level in (spec.get("levels") or {}).items():
+            ax.axhline(level, color="#777777", ls="--", lw=0.9, label=label)
+        if np.isfinite(limits[0]) and np.isfinite(limits[1]):
+            ax.set_ylim(*limits)
+        ax.set_xticks(list(xs), list(ticks), fontsize=8)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(spec.get("ylabel", ""))
+        ax.set_title(spec["title"], fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False, fontsize=7)
+    figure.suptitle(title, fontsize=9, y=1.02)
+    figure.tight_layout()
     return _png(figure)
