@@ -70,3 +70,51 @@ def test_atomic_writes_get_the_mode_open_would_give(tmp_path):
     (tmp_path / "plain.txt").write_text("x")  # open() under the same umask
     assert (tmp_path / "shared.txt").stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777
     assert (tmp_path / "shared.txt").stat().st_mode & 0o777 == 0o666 & ~fairsynth.io._UMASK
+
+
+def test_a_full_disk_names_the_file_and_leaves_nothing_half_written(tmp_path, monkeypatch):
+    import errno
+
+    from fairsynth import io
+
+    target = tmp_path / "a.txt"
+    target.write_text("old")
+    real_fsync = os.fsync
+
+    def full(fd):  # the disk fills when the data is flushed to it
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(io.os, "fsync", full)
+    with pytest.raises(OSError) as caught:
+        atomic_write_text(target, "new")
+    monkeypatch.setattr(io.os, "fsync", real_fsync)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["a.txt"]
+    message = io.disk_full_message(caught.value)
+    assert str(target) in message and "MiB free" in message and "run the same command again" in message
+
+
+def test_a_full_disk_stops_any_command_with_one_message_and_exit_3(tmp_path, tiny_fitz):
+    """The crash point makes the third write of `fairsynth prepare` fail as on a full disk."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.helpers import SUBPROCESS_ENV
+
+    csv, images, _ = tiny_fitz
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(json.dumps({
+        "data": {"reader": "fitzpatrick17k", "path": str(csv), "images": str(images)},
+        "prepare": {"output": str(tmp_path / "prepared"), "resolution": [32], "estimate_fst": False,
+                    "split": {"stratify": []}},
+    }))
+    env = {**os.environ, **SUBPROCESS_ENV, "FAIRSYNTH_CRASH_AT": "enospc:write#3"}
+    done = subprocess.run([sys.executable, "-m", "fairsynth.cli", "prepare", "--config", str(recipe)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and "error: the disk is full while writing" in done.stderr
+    partial = tmp_path / ".prepared.partial"
+    assert str(partial / "images") in done.stderr
+    assert not (tmp_path / "prepared").exists()  # nothing published
+    assert len(list((partial / "images").iterdir())) == 2  # the two finished images, no temporary file

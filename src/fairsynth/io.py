@@ -8,16 +8,75 @@ are built under a temporary name and renamed when complete.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
 import os
 import shutil
+import signal
 import tempfile
+import time
 from pathlib import Path
 from typing import IO, Any, Iterator
 
 from PIL import Image
+
+
+# --------------------------------------------------------------------------------------
+# Crash points: where the fault campaign (benchmarks/faults.py) makes a write fail
+# --------------------------------------------------------------------------------------
+
+#: ``FAIRSYNTH_CRASH_AT=<action>:<point>#<n>`` makes this process fail the ``n``-th time it
+#: reaches a crash point named ``<point>`` (``*``: any point): ``kill`` sends it SIGKILL,
+#: ``enospc`` makes the write fail as on a full disk. The points: ``write`` (a temporary file
+#: written, not yet renamed into place), ``rename`` (just renamed), ``swap`` (a staged folder
+#: about to replace its target), ``append`` (an append-only log, torn half-way through a
+#: line), ``prune`` (old checkpoints being deleted), ``move`` (a generated image moved to its
+#: folder). ``FAIRSYNTH_CRASH_TRACE=<file>`` appends every point reached, with its time, to
+#: that file. The fault campaign (benchmarks/faults.py) sets them; unset, as in use, a crash
+#: point costs one test of a constant.
+_CRASH_AT = os.environ.get("FAIRSYNTH_CRASH_AT") or None
+_CRASH_TRACE = os.environ.get("FAIRSYNTH_CRASH_TRACE") or None
+_CRASH_TESTING = _CRASH_AT is not None or _CRASH_TRACE is not None
+_crash_counts: dict[str, int] = {}
+
+
+def _crash_due(point: str) -> str | None:
+    """The action due at ``point`` now (``kill`` / ``enospc``), or None; traces the point."""
+    if _CRASH_TRACE is not None:
+        with open(_CRASH_TRACE, "a", encoding="utf-8") as trace:
+            trace.write(f"{time.time():.6f} {point}\n")
+    if _CRASH_AT is None:
+        return None
+    action, _, rest = _CRASH_AT.partition(":")
+    wanted, _, nth = rest.partition("#")
+    if wanted not in ("*", point):
+        return None
+    _crash_counts[wanted] = _crash_counts.get(wanted, 0) + 1
+    return action if _crash_counts[wanted] == int(nth or 1) else None
+
+
+def _crash(action: str, point: str) -> None:
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (simulated at {point})")
+
+
+def crash_point(point: str) -> None:
+    """A moment where a crash must lose nothing (see ``FAIRSYNTH_CRASH_AT``)."""
+    if _CRASH_TESTING and (action := _crash_due(point)) is not None:
+        _crash(action, point)
+
+
+def append_through(handle: IO, text: str) -> None:
+    """Append ``text`` to an append-only log and flush it; a crash test tears it half-way."""
+    if _CRASH_TESTING and (action := _crash_due("append")) is not None:
+        handle.write(text[: max(1, len(text) // 2)])
+        handle.flush()
+        _crash(action, "append")
+    handle.write(text)
+    handle.flush()
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -39,6 +98,26 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+#: The errors of a full disk or an exhausted quota.
+DISK_FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+
+
+def disk_full_message(err: OSError) -> str:
+    """What a user needs to read when the disk filled: which file, how much room is left, what to do."""
+    where = Path(err.filename) if err.filename else None
+    free = ""
+    probe = where
+    while probe is not None and not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe is not None and probe.exists():
+        free = f" ({shutil.disk_usage(probe).free // 2**20} MiB free there)"
+    return (
+        f"the disk is full{f' while writing {where}' if where else ''}{free}: nothing was half-written (files are "
+        "renamed into place only when complete) and finished work is kept; free some space and run the same "
+        "command again to continue"
+    )
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; rename it onto ``path`` on success."""
@@ -51,13 +130,17 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
         kwargs = {} if "b" in mode else {"encoding": encoding, "newline": ""}
         with os.fdopen(fd, mode, **kwargs) as handle:
             yield handle
+            crash_point("write")
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        crash_point("rename")
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno in DISK_FULL and not err.filename:
+            raise OSError(err.errno, err.strerror, str(path)) from err  # name the file it was writing
         raise
 
 
@@ -116,6 +199,7 @@ def staged_dir(target: str | Path, *, resume: bool = False) -> Iterator[Path]:
         shutil.rmtree(old)
     if target.exists():
         os.replace(target, old)
+    crash_point("swap")
     os.replace(staging, target)
     _fsync_dir(target.parent)
     shutil.rmtree(old, ignore_errors=True)

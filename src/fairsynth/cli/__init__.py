@@ -32,12 +32,22 @@ from __future__ import annotations
 # Commands register when their module is imported; this order is the order of `fairsynth --help`.
 from fairsynth.cli import registries, validate, prepare, train, evaluate, generate, filter  # noqa: F401,E401
 from fairsynth.cli import weights, downstream, run, sweep, review, report, demo  # noqa: F401,E401
-from fairsynth.cli.common import EXIT_LOCKED, app
+from fairsynth.cli.common import EXIT_LOCKED, app, errors
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point."""
-    app(args=argv, prog_name="fairsynth")
+    """Console entry point; a full disk, whatever command it stops, is one message and exit 3."""
+    from rich.markup import escape as rich_escape
+
+    from fairsynth.io import DISK_FULL, disk_full_message
+
+    try:
+        app(args=argv, prog_name="fairsynth")
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        errors.print(f"[bold red]error:[/] {rich_escape(disk_full_message(err))}")
+        raise SystemExit(3) from None
 
 
 __all__ = ["EXIT_LOCKED", "app", "main"]

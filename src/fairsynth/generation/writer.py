@@ -36,7 +36,7 @@ from typing import Any, Iterable
 
 from PIL import Image
 
-from fairsynth.io import atomic_write_bytes, atomic_write_text, sha256_bytes
+from fairsynth.io import append_through, atomic_write_bytes, atomic_write_text, crash_point, sha256_bytes
 from fairsynth.lock import acquire
 from fairsynth.lock import release as release_lock
 
@@ -201,8 +201,7 @@ class OutputFolder:
                 self.close_journal()
                 _repair_tail(path)
                 self._journal = open(path, "a", encoding="utf-8")
-            self._journal.write(lines)
-            self._journal.flush()
+            append_through(self._journal, lines)
             os.fsync(self._journal.fileno())
 
     def close_journal(self) -> None:
@@ -255,6 +254,7 @@ class OutputFolder:
                         raise GenerationError(f"image {row['name']} of {self.root} vanished while the run was writing it")
                     target.parent.mkdir(parents=True, exist_ok=True)
                     os.replace(current, target)
+                    crash_point("move")
                 row["file_name"] = f"{folder}/{row['name']}"
             public = [_public(row) for row in rows]
             atomic_write_text(self.root / CANDIDATES, _jsonl(public))

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
-from fairsynth.io import atomic_write_bytes, atomic_write_text, staged_dir
+from fairsynth.io import atomic_write_bytes, atomic_write_text, crash_point, staged_dir
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -205,6 +205,7 @@ def save_checkpoint(
         _write_json(folder / "state.json", {**state, "step": step, "phase": phase})
     if keep is not None:
         for old in list_checkpoints(root)[:-keep]:
+            crash_point("prune")
             shutil.rmtree(old, ignore_errors=True)
     return target
 

@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 from fairsynth.config import ConfigError, save_resolved, to_dict
 from fairsynth.data.records import Record, read_manifest
 from fairsynth.data.sampling import sampling_weights
-from fairsynth.io import atomic_write_text, sha256_file
+from fairsynth.io import append_through, atomic_write_text, crash_point, sha256_file
 from fairsynth.lock import hold
 from fairsynth.methods.base import Batch, Components, Conditioning, Method, MethodError, Phase, trainable_count
 from fairsynth.training.caching import LatentCache, TextCache, sample_latents
@@ -254,6 +254,7 @@ def _staged_folder(target: Path) -> Iterator[Path]:
         shutil.rmtree(old)
     if target.exists():
         os.replace(target, old)
+    crash_point("swap")
     os.replace(staging, target)
     shutil.rmtree(old, ignore_errors=True)
     shutil.rmtree(holder, ignore_errors=True)
@@ -761,8 +762,7 @@ class LossLog:
         self._handle = path.open("a", encoding="utf-8")
 
     def add(self, step: int, loss: float, lr: float) -> None:
-        self._handle.write(f"{step},{loss:.6g},{lr:.6g}\n")
-        self._handle.flush()
+        append_through(self._handle, f"{step},{loss:.6g},{lr:.6g}\n")
 
     def close(self) -> None:
         self._handle.close()
