@@ -5,14 +5,17 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 import torch
 from diffusers.optimization import get_scheduler
 
 from fairsynth.training.checkpoint import (
+    CheckpointError,
     flatten_state,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    load_latest_readable,
     resolve_resume,
     rng_state,
     save_checkpoint,
@@ -102,3 +105,28 @@ def test_keep_the_newest_and_find_the_latest(tmp_path):
     # a folder left half-written by a kill is never taken for a checkpoint
     (tmp_path / ".step-000008.partial").mkdir()
     assert latest_checkpoint(tmp_path).name == "step-000006"
+
+
+@pytest.mark.parametrize("damaged", ["trainable.safetensors", "optimizer.safetensors", "rng.json", "state.json"])
+def test_a_damaged_newest_checkpoint_is_named_and_the_one_before_it_resumed(tmp_path, damaged):
+    params, optimizer, scheduler = _optimizer_and_scheduler()
+    for step in (2, 4):
+        save_checkpoint(
+            tmp_path, step, phase=0, state={}, trainable={"w": params[0].detach() + step},
+            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+        )
+    broken = tmp_path / "step-000004" / damaged
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])  # cut short, as by a disk error
+    with pytest.raises(CheckpointError, match=str(broken)):
+        load_checkpoint(tmp_path / "step-000004")
+    warnings = []
+    checkpoint = load_latest_readable(tmp_path, warn=warnings.append)
+    assert checkpoint.step == 2 and torch.equal(checkpoint.trainable["w"], params[0].detach() + 2)
+    assert len(warnings) == 1 and str(broken) in warnings[0] and str(tmp_path / "step-000002") in warnings[0]
+    # every checkpoint damaged: one error naming each, never a silent fresh start
+    first = tmp_path / "step-000002" / damaged
+    first.write_bytes(first.read_bytes()[:3])
+    with pytest.raises(CheckpointError, match="no checkpoint .* can be read") as caught:
+        load_latest_readable(tmp_path)
+    assert str(broken) in str(caught.value) and str(first) in str(caught.value)
+    assert load_latest_readable(tmp_path / "nothing-here") is None

@@ -108,6 +108,25 @@ def test_kill_9_then_resume_latest_equals_an_uninterrupted_run(tmp_path, tiny_ba
         assert float(ours.split(",")[1]) == pytest.approx(float(reference.split(",")[1]), rel=1e-4)
 
 
+def test_a_truncated_newest_checkpoint_is_named_and_training_resumes_from_the_one_before(tmp_path, tiny_base, caplog):
+    manifest = make_prepared(tmp_path / "prepared", size=16)
+    settings = dict(steps=6, checkpoint_every=2, keep_checkpoints=2, caption_dropout=0.2)
+    recipe_path = _write_recipe(tmp_path / "recipe.yaml", tmp_path / "damaged", tiny_base, manifest, **settings)
+    train(load_recipe(recipe_path, []), progress=False)
+    train(load_recipe(recipe_path, [f"workdir={tmp_path / 'straight'}"]), progress=False)
+    checkpoints = tmp_path / "damaged" / "train" / "checkpoints"
+    broken = checkpoints / "step-000006" / "trainable.safetensors"
+    broken.write_bytes(broken.read_bytes()[:100])  # a copy cut short
+    shutil.rmtree(tmp_path / "damaged" / "train" / "model")
+
+    with caplog.at_level("WARNING"):
+        result = train(load_recipe(recipe_path, []), resume="latest", progress=False)
+    assert str(broken) in caplog.text and str(checkpoints / "step-000004") in caplog.text
+    assert result.info["resumed_from_step"] == 4 and result.steps == 6
+    reference = tmp_path / "straight" / "train" / "checkpoints" / "step-000006" / "trainable.safetensors"
+    assert _max_difference(load_file(broken), load_file(reference)) <= 1e-6  # written again, whole
+
+
 @pytest.mark.skipif(shutil.which("accelerate") is None, reason="the accelerate launcher is not on PATH")
 def test_two_processes_under_accelerate_launch(tmp_path, tiny_base):
     """`--multi_gpu` makes accelerate start the processes with torchrun; without a GPU the

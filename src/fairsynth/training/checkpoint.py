@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from fairsynth.io import atomic_write_bytes, atomic_write_text, crash_point, staged_dir
@@ -102,9 +103,9 @@ def save_nested(folder: Path, name: str, state: Any) -> None:
 
 
 def load_nested(folder: Path, name: str) -> Any:
-    structure = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
+    structure = _read(folder / f"{name}.json", lambda file: json.loads(file.read_text(encoding="utf-8")))
     tensor_file = folder / f"{name}.safetensors"
-    tensors = load_file(tensor_file) if tensor_file.exists() else {}
+    tensors = _read(tensor_file, load_file) if tensor_file.exists() else {}
     return unflatten_state(structure, tensors)
 
 
@@ -210,25 +211,71 @@ def save_checkpoint(
     return target
 
 
+class CheckpointError(ValueError):
+    """A checkpoint folder that cannot be read; the message names the file and why."""
+
+
+def _read(path: Path, reader: Any) -> Any:
+    """``reader(path)``, any failure to read it turned into a :class:`CheckpointError` naming it."""
+    try:
+        return reader(path)
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).strip("'\"")
+        raise CheckpointError(f"{path} cannot be read ({reason}): the checkpoint is damaged or was cut short") from err
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Every file of a checkpoint folder; :class:`CheckpointError` naming the first that is unreadable."""
     path = Path(path)
     if not (path / "state.json").is_file():
         raise FileNotFoundError(f"{path} is not a checkpoint folder (no state.json)")
-    state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-    optional = lambda name: load_file(path / name) if (path / name).exists() else {}  # noqa: E731
+    read_json = lambda file: json.loads(file.read_text(encoding="utf-8"))  # noqa: E731
+    state = _read(path / "state.json", read_json)
+    optional = lambda name: _read(path / name, load_file) if (path / name).exists() else {}  # noqa: E731
+    nested = lambda name: load_nested(path, name)  # noqa: E731
+    try:
+        step, phase = int(state["step"]), int(state["phase"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path / 'state.json'} cannot be read (no step or phase: {err})") from err
     return Checkpoint(
         path=path,
-        step=int(state["step"]),
-        phase=int(state["phase"]),
+        step=step,
+        phase=phase,
         state=state,
-        trainable=load_file(path / "trainable.safetensors"),
-        optimizer=load_nested(path, "optimizer"),
-        scheduler=load_nested(path, "scheduler"),
-        scaler=load_nested(path, "scaler") if (path / "scaler.json").exists() else None,
+        trainable=_read(path / "trainable.safetensors", load_file),
+        optimizer=nested("optimizer"),
+        scheduler=nested("scheduler"),
+        scaler=nested("scaler") if (path / "scaler.json").exists() else None,
         ema=optional("ema.safetensors"),
         extra=optional("extra.safetensors"),
-        rng=load_nested(path, "rng"),
+        rng=nested("rng"),
     )
+
+
+def load_latest_readable(root: str | Path, warn: Any = None) -> Checkpoint | None:
+    """The newest checkpoint under ``root`` that reads whole, or None when there is none.
+
+    A damaged newest checkpoint (a disk error, a copy cut short) is passed over for the one
+    before it, and ``warn`` is told which file was unreadable; when every one is damaged the
+    error names them all.
+    """
+    found = list_checkpoints(root)
+    broken: list[str] = []
+    for path in reversed(found):
+        try:
+            checkpoint = load_checkpoint(path)
+        except (CheckpointError, FileNotFoundError) as err:
+            broken.append(str(err))
+            continue
+        if broken and warn is not None:
+            warn(f"{'; '.join(broken)}. Resuming from the newest readable checkpoint, {path}")
+        return checkpoint
+    if broken:
+        raise CheckpointError(
+            f"no checkpoint under {root} can be read: {'; '.join(broken)}. Delete them (or the whole "
+            "output folder) to train from the start"
+        )
+    return None
 
 
 def resolve_resume(resume: str | Path | None, root: str | Path) -> Path | None:

@@ -56,7 +56,14 @@ from fairsynth.io import append_through, atomic_write_text, crash_point, sha256_
 from fairsynth.lock import hold
 from fairsynth.methods.base import Batch, Components, Conditioning, Method, MethodError, Phase, trainable_count
 from fairsynth.training.caching import LatentCache, TextCache, sample_latents
-from fairsynth.training.checkpoint import Checkpoint, load_checkpoint, resolve_resume, save_checkpoint, set_rng_state
+from fairsynth.training.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    load_latest_readable,
+    resolve_resume,
+    save_checkpoint,
+    set_rng_state,
+)
 from fairsynth.training.config import TrainConfig
 from fairsynth.training.data import BatchSampler, TrainingExample, drop_captions, load_split, make_examples
 from fairsynth.training.ema import TrainableEMA
@@ -260,12 +267,21 @@ def _staged_folder(target: Path) -> Iterator[Path]:
     shutil.rmtree(holder, ignore_errors=True)
 
 
-def _checkpoint_to_resume(resume: str | Path | None, root: Path, cfg: TrainConfig, world: int) -> Checkpoint | None:
+def _checkpoint_to_resume(
+    resume: str | Path | None, root: Path, cfg: TrainConfig, world: int, is_main: bool = True
+) -> Checkpoint | None:
     """The checkpoint ``--resume`` names, checked to continue this very run exactly."""
-    path = resolve_resume(resume, root)
-    if path is None:
-        return None
-    checkpoint = load_checkpoint(path)
+    if str(resume) == "latest":
+        # a damaged newest checkpoint is passed over, loudly, for the one before it
+        checkpoint = load_latest_readable(root, warn=logger.warning if is_main else None)
+        if checkpoint is None:
+            return None
+        path = checkpoint.path
+    else:
+        path = resolve_resume(resume, root)
+        if path is None:
+            return None
+        checkpoint = load_checkpoint(path)
     changes = _compare_configs(checkpoint.state.get("config", {}), to_dict(cfg))
     if changes:
         raise ConfigError(
@@ -348,7 +364,7 @@ def _train(recipe: "TrainJob", *, resume: str | Path | None, progress: bool) -> 
     examples = make_examples(records, dataset_root, cfg.size, buckets)  # every image file must exist
     val_examples = make_examples(val_records, dataset_root, cfg.size, buckets) if cfg.validation.every else []
     sampling_weights(records, cfg.balance)  # a batch mix the data cannot meet fails now
-    checkpoint = _checkpoint_to_resume(resume, checkpoints_dir, cfg, world)
+    checkpoint = _checkpoint_to_resume(resume, checkpoints_dir, cfg, world, is_main)
     # FID's extractor: its weights are resolved now, so a missing file fails before any model loads.
     fid = FidTracker(cfg, create_fid_extractor(cfg, device), records, dataset_root) if cfg.fid.every else None
     if fid is not None and checkpoint is not None:
