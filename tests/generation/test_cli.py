@@ -48,6 +48,19 @@ def test_shortfall_exits_1_and_filter_rethresholds(tmp_path, tiny_base, real_man
     assert "filtered: 2 of 2 images delivered" in fixed.output
 
 
+def test_a_truncated_adapter_file_is_named_before_anything_is_generated(tmp_path, tiny_base, real_manifest, lora_output) -> None:
+    import shutil
+
+    train_dir = tmp_path / "train"
+    shutil.copytree(lora_output, train_dir)
+    weights = train_dir / "model" / "pytorch_lora_weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size - 100])  # a copy cut short
+    done = runner.invoke(app, ["generate", *overrides(tmp_path, tiny_base, real_manifest, train_dir)])
+    assert done.exit_code == 2 and "Traceback" not in done.output, done.output
+    assert f"{weights} cannot be read" in done.output and "--resume latest" in done.output
+    assert not (tmp_path / "generated" / "metadata.jsonl").exists()
+
+
 def test_filter_before_generate_is_a_clear_error(tmp_path, real_manifest) -> None:
     done = runner.invoke(app, ["filter", *overrides(tmp_path, tmp_path / "base", real_manifest, None)])
     assert done.exit_code == 2 and "run `fairsynth generate` first" in done.output

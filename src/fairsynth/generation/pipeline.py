@@ -118,7 +118,25 @@ def read_trained_output(spec: AdapterSpec) -> TrainedOutput:
         digest = model_hash(folder)
     except FileNotFoundError:
         raise GenerationError(f"{folder} holds no weight files (.safetensors): not a trained output") from None
+    _check_weight_files(folder)
     return TrainedOutput(spec, folder, method, options, info, train, digest)
+
+
+def _check_weight_files(folder: Path) -> None:
+    """Every safetensors file of a trained output reads whole (a header that promises more bytes
+    than the file holds is a copy cut short); the error names the file, before any model loads."""
+    from safetensors import SafetensorError, safe_open
+
+    for path in sorted(folder.rglob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            raise GenerationError(
+                f"{path} cannot be read ({err}): the file is damaged or was cut short. Export it again from the "
+                "training run (`fairsynth train --config ... --resume latest` writes the model folder again from its "
+                "latest checkpoint) or point generate.adapters at a whole copy"
+            ) from None
 
 
 # --------------------------------------------------------------------------------------
