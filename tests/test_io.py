@@ -118,3 +118,22 @@ def test_a_full_disk_stops_any_command_with_one_message_and_exit_3(tmp_path, tin
     assert str(partial / "images") in done.stderr
     assert not (tmp_path / "prepared").exists()  # nothing published
     assert len(list((partial / "images").iterdir())) == 2  # the two finished images, no temporary file
+
+
+def test_a_full_disk_while_appending_to_a_log_names_the_log(tmp_path):
+    import errno
+
+    from fairsynth.io import append_through
+
+    class FullDisk:
+        name = str(tmp_path / "losses.csv")
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def flush(self):
+            pass
+
+    with pytest.raises(OSError) as caught:
+        append_through(FullDisk(), "10,0.5,0.001\n")
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(tmp_path / "losses.csv")

@@ -70,13 +70,19 @@ def crash_point(point: str) -> None:
 
 
 def append_through(handle: IO, text: str) -> None:
-    """Append ``text`` to an append-only log and flush it; a crash test tears it half-way."""
-    if _CRASH_TESTING and (action := _crash_due("append")) is not None:
-        handle.write(text[: max(1, len(text) // 2)])
+    """Append ``text`` to an append-only log and flush it; a crash test tears it half-way.
+    A full disk is an error naming the log."""
+    try:
+        if _CRASH_TESTING and (action := _crash_due("append")) is not None:
+            handle.write(text[: max(1, len(text) // 2)])
+            handle.flush()
+            _crash(action, "append")
+        handle.write(text)
         handle.flush()
-        _crash(action, "append")
-    handle.write(text)
-    handle.flush()
+    except OSError as err:
+        if err.errno in DISK_FULL and not err.filename:
+            raise OSError(err.errno, err.strerror, str(getattr(handle, "name", ""))) from err
+        raise
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -67,9 +67,10 @@ def _disk_errors(root: Path, done: int) -> Any:
     except OSError as err:
         if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
             free = shutil.disk_usage(root).free if root.exists() else 0
+            writing = f" while writing {err.filename}" if err.filename else ""
             raise DiskFullError(
-                f"the disk holding {root} is full ({free // 2**20} MiB free): {done} images written so far are complete "
-                "and kept; free some space and run the same command again to continue"
+                f"the disk holding {root} is full ({free // 2**20} MiB free){writing}: {done} images written so far are "
+                "complete and kept; free some space and run the same command again to continue"
             ) from None
         raise
 
