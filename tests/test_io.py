@@ -120,6 +120,39 @@ def test_a_full_disk_stops_any_command_with_one_message_and_exit_3(tmp_path, tin
     assert len(list((partial / "images").iterdir())) == 2  # the two finished images, no temporary file
 
 
+def test_safetensors_metadata_comes_out_in_one_order_whatever_process_wrote_it(tmp_path):
+    """safetensors writes its metadata from a hash map, in another order in every process: the
+    canonical form gives one sha256 for the same tensors and metadata, and still loads."""
+    import subprocess
+    import sys
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from tests.helpers import SUBPROCESS_ENV
+
+    script = (
+        "import hashlib, sys, torch\n"
+        "from safetensors.torch import save\n"
+        "from fairsynth.io import canonical_safetensors\n"
+        "data = save({'w': torch.arange(6.0).reshape(2, 3), 'b': torch.ones(2)},"
+        " metadata={'arm': 'mixed', 'seed': '0', 'format': 'pt', 'note': 'ü'})\n"
+        "sys.stdout.buffer.write(canonical_safetensors(data))\n"
+    )
+    outputs = {
+        subprocess.run([sys.executable, "-c", script], env={**os.environ, **SUBPROCESS_ENV}, capture_output=True,
+                       check=True, timeout=120).stdout
+        for _ in range(4)
+    }
+    assert len(outputs) == 1
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(outputs.pop())
+    with safe_open(str(path), framework="pt") as handle:
+        assert handle.metadata() == {"arm": "mixed", "format": "pt", "note": "ü", "seed": "0"}
+    tensors = load_file(path)
+    assert tensors["w"].tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]] and tensors["b"].tolist() == [1.0, 1.0]
+
+
 def test_a_full_disk_while_appending_to_a_log_names_the_log(tmp_path):
     import errno
 

@@ -167,6 +167,23 @@ def save_png(image: Image.Image, path: str | Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def canonical_safetensors(data: bytes) -> bytes:
+    """The same safetensors file with its metadata keys in sorted order.
+
+    safetensors writes ``__metadata__`` from a hash map, in an order that changes from one
+    write to the next: the same tensors and metadata came out as different bytes, and so with
+    a different sha256 (the identity generation records for a trained model). Data offsets
+    are relative to the end of the header, so only the header is rewritten.
+    """
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the 8-byte alignment safetensors itself keeps
+    return len(text).to_bytes(8, "little") + text + data[8 + size :]
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

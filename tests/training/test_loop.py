@@ -225,6 +225,23 @@ def test_every_registered_method_trains_two_steps(tmp_path, tiny_base, tiny_sdxl
     assert not failures, failures
 
 
+def test_the_same_weights_export_the_same_bytes(tmp_path, tiny_base):
+    """The model folder's hash is the trained output's identity (generation records it and a
+    resumed generation checks it): writing the same weights again must not change it."""
+    from fairsynth.models.loading import model_hash
+
+    manifest = make_prepared(tmp_path / "prepared", size=16)
+    recipe = make_recipe(tmp_path, tiny_base, manifest, **SMALL, method="lora", steps=2)
+    first = train(recipe, progress=False)
+    identity = model_hash(first.model_dir)
+    files = {p.name: p.read_bytes() for p in first.model_dir.glob("*.safetensors")}
+    assert len(files) == 2  # diffusers' file and the kohya file, each with several metadata keys
+    for _ in range(3):  # exported again from the final checkpoint, in a new process state each time
+        again = train(recipe, resume="latest", progress=False)
+        assert model_hash(again.model_dir) == identity
+        assert {p.name: p.read_bytes() for p in again.model_dir.glob("*.safetensors")} == files
+
+
 def test_resolution_buckets_train_wide_images_at_a_wide_size(tmp_path, tiny_base):
     from fairsynth.data.records import read_manifest, write_manifest
 

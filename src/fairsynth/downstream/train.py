@@ -49,7 +49,7 @@ from fairsynth.downstream.data import (
     mix_training_set,
 )
 from fairsynth.downstream.model import Classifier, build_classifier
-from fairsynth.io import atomic_open, atomic_write_bytes, atomic_write_text
+from fairsynth.io import atomic_open, atomic_write_bytes, atomic_write_text, canonical_safetensors
 
 @dataclass
 class Phase:
@@ -335,7 +335,8 @@ def save_run(record: dict[str, Any], folder: Path) -> None:
     # The backbone's tensors under timm's own names, so that the file also serves as
     # `evaluate.weights.classifier` / the filters' `classifier` extractor (arch = backbone).
     state = {k.removeprefix("backbone."): v for k, v in record["state"].items()}
-    atomic_write_bytes(folder / "model.safetensors", save(state, metadata={"arm": record["arm"], "seed": str(record["seed"])}))
+    weights = save(state, metadata={"arm": record["arm"], "seed": str(record["seed"])})
+    atomic_write_bytes(folder / "model.safetensors", canonical_safetensors(weights))
     predictions: fairness.Predictions = record["predictions"]
     _write_predictions(folder / "predictions.csv", predictions, record["test_ids"])
     for name, part in record.get("_external", {}).items():

@@ -52,7 +52,14 @@ from tqdm.auto import tqdm
 from fairsynth.config import ConfigError, save_resolved, to_dict
 from fairsynth.data.records import Record, read_manifest
 from fairsynth.data.sampling import sampling_weights
-from fairsynth.io import append_through, atomic_write_text, crash_point, sha256_file
+from fairsynth.io import (
+    append_through,
+    atomic_write_bytes,
+    atomic_write_text,
+    canonical_safetensors,
+    crash_point,
+    sha256_file,
+)
 from fairsynth.lock import hold
 from fairsynth.methods.base import Batch, Components, Conditioning, Method, MethodError, Phase, trainable_count
 from fairsynth.training.caching import LatentCache, TextCache, sample_latents
@@ -667,6 +674,10 @@ def _train(recipe: "TrainJob", *, resume: str | Path | None, progress: bool) -> 
                 if vae_report is not None:
                     components.vae.save_pretrained(staging / "vae", safe_serialization=True)
                     written["vae"] = staging / "vae"
+                for path in sorted(staging.rglob("*.safetensors")):  # the same weights, the same bytes
+                    data = path.read_bytes()
+                    if (canonical := canonical_safetensors(data)) != data:
+                        atomic_write_bytes(path, canonical)
                 exports = {name: model_dir / Path(path).relative_to(staging) for name, path in written.items()}
                 info = _training_info(
                     cfg, components, records, len(extra), exports_size=_size_on_disk(written),
