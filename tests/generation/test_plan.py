@@ -15,7 +15,7 @@ from fairsynth.generation.plan import (
     plan_rows,
     unet_evaluations_per_image,
 )
-from fairsynth.generation.run import next_attempts, planned_attempts
+from fairsynth.generation.run import current_round, next_attempts, planned_attempts
 from fairsynth.generation.shard import batches, my_batches
 
 
@@ -146,3 +146,27 @@ def test_planned_attempts_replay_is_the_same_after_an_interruption() -> None:
     assert planned_attempts(plan, rows(4)) == {"a": 8}  # 2 of 4 accepted: 4 more
     assert planned_attempts(plan, rows(6)) == {"a": 8}  # interrupted mid-round: the same plan
     assert planned_attempts(plan, rows(8)) == {"a": 8}  # 4 accepted: done
+
+
+def test_the_current_round_is_the_one_an_uninterrupted_run_is_at_whatever_was_finished() -> None:
+    """Batches are cut from the whole round (finished candidates included), so a resumed run
+    draws each image in the batch a run never killed drew it in; a cell that finished its part
+    of a round waits for the others before it gets more."""
+    plan = build_plan(PlanConfig(total=8, distribution="uniform", by=[], classes=["a", "b"], max_attempts=8.0), [], 0)
+    verdicts = {"a": lambda i: i % 2 == 0, "b": lambda i: i < 2}  # a: every other one accepted; b: its first two
+
+    def rows(a: int, b: int, skip: tuple = ()) -> list[dict]:
+        return [{"cell": c, "index": i, "accepted": verdicts[c](i)} for c, n in (("a", a), ("b", b))
+                for i in range(n) if (c, i) not in skip]
+
+    first = [("a", i) for i in range(4)] + [("b", i) for i in range(4)]
+    assert current_round(plan, []) == first
+    assert current_round(plan, rows(4, 2)) == first  # a finished round 1, b did not: still round 1, a included
+    assert planned_attempts(plan, rows(4, 2))["a"] == 8  # (a's own replay would already ask for round 2)
+    assert current_round(plan, rows(4, 4, skip=(("a", 1),))) == first  # a hole in round 1
+    second = [("a", i) for i in range(4, 8)] + [("b", i) for i in range(4, 8)]
+    assert current_round(plan, rows(4, 4)) == second  # 2 of 4 accepted in each: 4 more each
+    assert current_round(plan, rows(8, 5)) == second
+    assert current_round(plan, rows(8, 8)) == [("b", i) for i in range(8, 16)]  # a met its target; b: 2 of 8
+    assert current_round(plan, rows(8, 16)) == [("b", i) for i in range(16, 32)]  # 2 of 16: up to its cap
+    assert current_round(plan, rows(8, 32)) == []  # b at its cap (8 x its target), a met: every round done

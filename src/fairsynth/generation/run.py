@@ -313,6 +313,33 @@ def planned_attempts(plan: Plan, judged: list[dict[str, Any]]) -> dict[str, int]
     return wants
 
 
+def current_round(plan: Plan, judged: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    """Every candidate ``(cell, index)`` of the round a run is at, done or not, in the order an
+    uninterrupted run draws them; empty when every round is done.
+
+    Rounds are replayed from the first for all cells at once, as an uninterrupted run makes
+    them: round ``r`` holds, for each cell, the candidates its round ``r - 1`` verdicts added.
+    Batches are cut from this list, so a resumed run draws every image in the same batch as a
+    run never killed (a batch's images differ in their last bits with its members).
+    """
+    by_cell: dict[str, dict[int, bool]] = defaultdict(dict)
+    for row in judged:
+        by_cell[row["cell"]][row["index"]] = bool(row["accepted"])
+    starts = {c.cell.id: 0 for c in plan.cells}
+    wants = {c.cell.id: plan.first_round(c) for c in plan.cells}
+    while True:
+        items = [(c.cell.id, i) for c in plan.cells for i in range(starts[c.cell.id], wants[c.cell.id])]
+        if any(index not in by_cell[cell] for cell, index in items):
+            return items
+        more = {}
+        for c in plan.cells:
+            done, want = by_cell[c.cell.id], wants[c.cell.id]
+            more[c.cell.id] = next_attempts(c.target, want, sum(done[i] for i in range(want)), plan.attempt_cap(c), plan.oversample)
+        if more == wants:
+            return []
+        starts, wants = wants, more
+
+
 def _rows_with_paths(folder: OutputFolder, rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for row in rows.values():
@@ -401,25 +428,32 @@ def _rounds(recipe: "GenerateJob", plan: Plan, checks: list[Any], workers: Worke
     size = cfg.size
     judged: list[dict[str, Any]] = []
     while True:
-        todo: list[tuple[str, int]] | None = None
+        todo: list[list[tuple[str, int, bool]]] | None = None
         if workers.is_main:
             judged = _judge(folder, checks, context, log)
             done = {(r["cell"], r["index"]) for r in judged}
-            wants = planned_attempts(plan, judged)
-            todo = [(c.cell.id, i) for c in plan.cells for i in range(wants[c.cell.id]) if (c.cell.id, i) not in done]
+            # Whole batches of the round, those with an image still to make: a batch is drawn
+            # whole, its finished images are not written again.
+            todo = [
+                [(cell_id, index, (cell_id, index) in done) for cell_id, index in batch]
+                for batch in batches(current_round(plan, judged), cfg.batch_size)
+                if any((cell_id, index) not in done for cell_id, index in batch)
+            ]
         todo = workers.broadcast(todo)
         if not todo:
             break
-        mine = my_batches(batches(todo, cfg.batch_size), workers.rank, workers.world)
-        count = sum(len(b) for b in mine)
-        remaining = Counter(cell_id for b in mine for cell_id, _ in b)
+        mine = my_batches(todo, workers.rank, workers.world)
+        count = sum(not finished for b in mine for _, _, finished in b)
+        remaining = Counter(cell_id for b in mine for cell_id, _, finished in b if not finished)
         if workers.is_main:
             share = f"; {count} in {len(mine)} batches on this process of {workers.world}" if workers.world > 1 else ""
-            log(f"{'continuing: ' if resumed else ''}{len(todo)} images to generate{share}")
+            missing = sum(not finished for b in todo for _, _, finished in b)
+            log(f"{'continuing: ' if resumed else ''}{missing} images to generate{share}")
         bar = _progress_bar(count, enabled=progress and workers.is_main)
-        for batch in mine:
+        for drawn in mine:
+            batch = [(cell_id, index) for cell_id, index, finished in drawn if not finished]
             requests, rows = [], []
-            for cell_id, index in batch:
+            for cell_id, index, _ in drawn:
                 cell = cell_of[cell_id]
                 requests.append(_request(recipe, sampler, cell, index, prompts, sources, references, real_root, size))
                 rows.append(_row(recipe, sampler, cell, index, prompts[cell_id], requests[-1], size))
@@ -427,10 +461,12 @@ def _rounds(recipe: "GenerateJob", plan: Plan, checks: list[Any], workers: Worke
             images = sampler(requests, size)
             seconds = time.monotonic() - tick
             unet_seconds += seconds
-            unet_rows += len(batch) * evaluations_per_image(recipe)
+            unet_rows += len(drawn) * evaluations_per_image(recipe)
+            kept = [k for k, (_, _, finished) in enumerate(drawn) if not finished]
+            requests, rows, images = [requests[k] for k in kept], [rows[k] for k in kept], [images[k] for k in kept]
             encoded = [folder.encode(image) for image in images]
             for row, data in zip(rows, encoded):
-                row["seconds"] = round(seconds / len(batch), 4)
+                row["seconds"] = round(seconds / len(drawn), 4)
                 row["sha256"], row["bytes"] = sha256_bytes(data), len(data)
             for row, values in zip(rows, measure_images(checks, images, rows, context)):
                 row.update(values)
