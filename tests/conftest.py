@@ -1,7 +1,12 @@
-"""Shared fixtures: small datasets made in the test, and the real metadata files in ../shared/data."""
+"""Shared fixtures: small datasets made in the test, and the real metadata files in ../shared/data.
+
+Tests marked ``slow`` run with ``FAIRSYNTH_RUN_SLOW=1 python3 -m pytest -m slow`` (as `.ci/run`
+does); without it they are skipped, and say how to run them.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +14,15 @@ import pytest
 from tests.helpers import fitz_rows, make_image
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    if os.environ.get("FAIRSYNTH_RUN_SLOW") == "1":
+        return
+    skip_slow = pytest.mark.skip(reason="slow (minutes of CPU): FAIRSYNTH_RUN_SLOW=1 python3 -m pytest -m slow runs it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)
 
 
 @pytest.fixture(scope="session", autouse=True)

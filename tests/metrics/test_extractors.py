@@ -257,11 +257,7 @@ def test_unknown_extractor_option_names_the_valid_ones():
         create_extractor("random", colour="blue")
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(
-    os.environ.get("FAIRSYNTH_RUN_SLOW") != "1",
-    reason="real-size ViT-L/14 networks (about a minute and 3 GB of memory); FAIRSYNTH_RUN_SLOW=1 pytest -m slow runs it",
-)
+@pytest.mark.slow  # real-size ViT-L/14 networks: about a minute and 3 GB of memory
 def test_real_size_clip_l14_and_dinov2_l14_load_through_their_weights_folder(tmp_path, monkeypatch):
     import open_clip
     import timm
