@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -128,14 +129,21 @@ def test_a_truncated_newest_checkpoint_is_named_and_training_resumes_from_the_on
 
 
 @pytest.mark.skipif(shutil.which("accelerate") is None, reason="the accelerate launcher is not on PATH")
-def test_two_processes_under_accelerate_launch(tmp_path, tiny_base):
+def test_two_processes_under_accelerate_launch_average_their_gradients(tmp_path, tiny_base, monkeypatch):
     """`--multi_gpu` makes accelerate start the processes with torchrun; without a GPU the
-    loop joins them in one CPU (gloo) process group."""
+    loop joins them in one CPU (gloo) process group.
+
+    Process ``r`` draws its batch, noise and timesteps from streams seeded by (seed, step, r).
+    One process can draw process 1's batch too (its streams made to say 1), so the gradient of
+    each process's batch is known: after the first step AdamW's first moment is
+    ``(1 - beta1) * gradient``, and the two-process run's must be that of the mean of the two.
+    """
+    from fairsynth.training import loop
+    from fairsynth.training.checkpoint import load_checkpoint
+
     manifest = make_prepared(tmp_path / "prepared", size=16)
-    recipe_path = _write_recipe(
-        tmp_path / "recipe.yaml", tmp_path / "run", tiny_base, manifest, steps=2, checkpoint_every=1,
-        class_diversity={"weight": 0.1},
-    )
+    settings = dict(steps=2, checkpoint_every=1, max_grad_norm=0, class_diversity={"weight": 0.1})
+    recipe_path = _write_recipe(tmp_path / "recipe.yaml", tmp_path / "run", tiny_base, manifest, **settings)
     command = [
         "accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
@@ -147,6 +155,23 @@ def test_two_processes_under_accelerate_launch(tmp_path, tiny_base):
     assert state["num_processes"] == 2
     assert (tmp_path / "run" / "train" / "model" / "pytorch_lora_weights.safetensors").is_file()
     assert done.stdout.count("trained 2 steps") == 1  # process 0 alone reports
+
+    # Each process's batch, trained alone in this process: process 0's streams, then process 1's.
+    train(load_recipe(recipe_path, [f"workdir={tmp_path / 'rank0'}"]), progress=False)
+    real_step_random = loop.StepRandom
+    monkeypatch.setattr(loop, "StepRandom", lambda seed, step, micro=0, process=0: real_step_random(seed, step, micro, 1))
+    train(load_recipe(recipe_path, [f"workdir={tmp_path / 'rank1'}"]), progress=False)
+
+    def first_moments(workdir: Path) -> list[torch.Tensor]:
+        optimizer = load_checkpoint(workdir / "train" / "checkpoints" / "step-000001").optimizer
+        return [entry["exp_avg"] for _, entry in sorted(optimizer["state"].items())]
+
+    both, alone0, alone1 = first_moments(tmp_path / "run"), first_moments(tmp_path / "rank0"), first_moments(tmp_path / "rank1")
+    assert len(both) == len(alone0) == len(alone1) > 0
+    for pair, a, b in zip(both, alone0, alone1):
+        assert torch.allclose(pair, (a + b) / 2, rtol=1e-4, atol=1e-9)  # the mean gradient of both batches
+    assert max(float((a - b).abs().max()) for a, b in zip(alone0, alone1)) > 1e-6  # the batches differ
+    assert max(float((p - a).abs().max()) for p, a in zip(both, alone0)) > 1e-6  # not process 0's alone
 
 
 def test_train_help_has_an_example():
