@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -51,6 +52,13 @@ def test_fid_is_measured_stops_on_a_plateau_and_leaves_the_weights_alone(tmp_pat
     assert (tmp_path / "on" / "train" / "checkpoints" / "step-000004").is_dir()
     assert (stopped.model_dir / "unet_biases.safetensors").is_file() and (stopped.model_dir / "README.md").is_file()
 
+    # The FID it stopped on is the FID of the weights it had then: torchmetrics' FID, with the
+    # same extractor, between the training images and images drawn as documented (captions
+    # cycled in manifest order, image k seeded fid.seed + k) from the step-4 checkpoint.
+    recipe = make_recipe(tmp_path / "on", tiny_base, manifest, resolution="[16]", steps=8, **FID)
+    expected = _fid_of_checkpoint(recipe, tiny_base, manifest, tmp_path / "on" / "train" / "checkpoints" / "step-000004")
+    assert info["fid"][1]["fid"] == pytest.approx(expected, rel=1e-4)
+
     # FID on trains exactly the weights of FID off, up to the stopping step.
     torch.testing.assert_close(stopped.losses, plain.losses, rtol=0, atol=0)
     on = load_file(stopped.model_dir / "unet_biases.safetensors")
@@ -58,6 +66,39 @@ def test_fid_is_measured_stops_on_a_plateau_and_leaves_the_weights_alone(tmp_pat
     assert on.keys() == off.keys()
     for key in on:
         assert torch.equal(on[key], off[key]), key
+
+
+def _fid_of_checkpoint(recipe, base, manifest, checkpoint) -> float:
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    from fairsynth.data.preprocess import load_rgb
+    from fairsynth.data.records import read_manifest
+    from fairsynth.methods.base import Components
+    from fairsynth.metrics.extractors import create_extractor, prepare_image
+    from fairsynth.models.architectures import training_noise_scheduler
+    from fairsynth.models.loading import load_base
+    from fairsynth.training.checkpoint import load_checkpoint
+    from fairsynth.training.validation import GridCell, sample_images
+
+    cfg = recipe.train
+    pipe = load_base(str(base))
+    components = Components.from_pipeline(pipe, training_noise_scheduler(pipe))
+    components.freeze_all()
+    method = cfg.build_method()
+    method.prepare(components)
+    method.load_trainable_state(components, load_checkpoint(checkpoint).trainable)
+    records = [r for r in read_manifest(manifest) if r.split == cfg.split]
+    cells = [GridCell(r.label, r.fst, r.caption, r) for r in (records[k % len(records)] for k in range(cfg.fid.num_images))]
+    sampling = dataclasses.replace(cfg.validation, seed=cfg.fid.seed)
+    images = sample_images(components, method, cells, cfg.size, sampling, "cpu")
+    extractor = create_extractor("random")
+    batch = lambda pictures: torch.stack([  # noqa: E731
+        torch.from_numpy(prepare_image(p.convert("RGB"), extractor.input_size)).permute(2, 0, 1) for p in pictures
+    ])
+    fid = FrechetInceptionDistance(feature=extractor.load()).double()
+    fid.update(batch([load_rgb(manifest.parent / r.image) for r in records]), real=True)
+    fid.update(batch(images), real=False)
+    return float(fid.compute())
 
 
 def test_fid_without_improvement_limit_runs_to_the_end(tmp_path, tiny_base):
