@@ -93,6 +93,49 @@ def test_fid_equals_torchmetrics_on_the_same_images_and_extractor(tmp_path, sets
     assert ours == pytest.approx(float(reference.compute()), rel=1e-4)
 
 
+def test_per_group_values_equal_the_references_on_that_group_alone(tmp_path, sets):
+    """A group's numbers are the metric of that group's images and nothing else: FD against
+    torchmetrics and PRDC against the prdc package, each fed only the group's images."""
+    compute_prdc = pytest.importorskip("prdc", reason="the prdc reference package is not installed").compute_prdc
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    from fairsynth.data.preprocess import load_rgb
+    from fairsynth.metrics.extractors import create_extractor, prepare_image
+
+    real, synthetic = sets
+    result = evaluate(config(tmp_path, real, synthetic, metrics=["fd", "prdc"], by=["fst_group", "class"],
+                             min_group_size=5, bootstrap=0))
+    extractor = create_extractor("random")
+    network = extractor.load()
+
+    def pixels(manifest, keep) -> torch.Tensor:
+        chosen = [json.loads(line) for line in manifest.read_text().splitlines()]
+        chosen = [row for row in chosen if keep(row)]
+        return torch.stack([
+            torch.from_numpy(prepare_image(load_rgb(manifest.parent / row["file_name"]), (32, 32))).permute(2, 0, 1)
+            for row in chosen
+        ])
+
+    groups = [("fst_group", "V-VI", lambda row: row["fst_group"] == "V-VI"),
+              ("class", "nevus", lambda row: row["label"] == "nevus"),
+              ("fst_group x class", "I-II | melanoma", lambda row: row["fst_group"] == "I-II" and row["label"] == "melanoma")]
+    for group_by, group, keep in groups:
+        ours, theirs = pixels(real, keep), pixels(synthetic, keep)
+        reference = FrechetInceptionDistance(feature=network).double()
+        reference.update(ours, real=True)
+        reference.update(theirs, real=False)
+        fd = rows(result, metric="fd", group_by=group_by, group=group)[0]["value"]
+        assert fd == pytest.approx(float(reference.compute()), rel=1e-4), group
+        assert fd != pytest.approx(rows(result, metric="fd", group="all")[0]["value"], rel=1e-3)  # not the overall value
+
+        with torch.no_grad():
+            features = [network(batch).double().numpy() for batch in (ours, theirs)]
+        expected = compute_prdc(features[0], features[1], nearest_k=3)
+        for name, value in expected.items():
+            got = rows(result, metric="prdc", group_by=group_by, group=group, value_name=name)[0]["value"]
+            assert got == pytest.approx(float(value), rel=1e-6, abs=1e-9), (group, name)
+
+
 def test_second_evaluation_with_another_metric_reuses_every_feature(tmp_path, sets):
     real, synthetic = sets
     evaluate(config(tmp_path, real, synthetic, metrics=["fd"], by=["fst"], bootstrap=0))
@@ -155,9 +198,39 @@ def test_memorised_copies_are_found_and_listed_first(tmp_path):
     synthetic = write_set(tmp_path / "synthetic", 20, seed=5, brightness=30)
     for i in range(3):  # three synthetic images are training images
         shutil.copy(real.parent / "images" / f"{i:04d}.png", synthetic.parent / "images" / f"{i:04d}.png")
+    import numpy as np
+    from PIL import Image
+
+    noise = np.random.default_rng(7)
+    for i in range(3, 15):  # twelve are training images under more and more noise: near the threshold and past it
+        pixels = np.asarray(Image.open(real.parent / "images" / f"{i:04d}.png"), dtype=np.float64)
+        noisy = pixels + noise.normal(0, 2.0 * (i - 2), pixels.shape)
+        Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(synthetic.parent / "images" / f"{i:04d}.png")
     result = evaluate(config(tmp_path, real, synthetic, by=["class"], metrics=["memorisation"], min_group_size=2))
     share = rows(result, metric="memorisation", value_name="memorised_share", group="all")[0]
-    assert share["value"] >= 3 / 20 and share["on"] == "synthetic vs training"
+    assert share["on"] == "synthetic vs training"
+    # recomputed: nearest training image (scikit-learn) on L2-normalised features, closer than the
+    # 5th percentile of the training images' distances to their nearest other training image
+    import numpy as np
+    from sklearn.neighbors import NearestNeighbors
+
+    from fairsynth.data.preprocess import load_rgb
+    from fairsynth.metrics.extractors import create_extractor, prepare_image
+
+    extractor = create_extractor("random")
+
+    def unit_features(manifest) -> np.ndarray:
+        paths = [manifest.parent / json.loads(line)["file_name"] for line in manifest.read_text().splitlines()]
+        batch = torch.stack([torch.from_numpy(prepare_image(load_rgb(p), (32, 32))).permute(2, 0, 1) for p in paths])
+        features = extractor(batch).double().numpy()
+        return features / np.linalg.norm(features, axis=1, keepdims=True)
+
+    train, generated = unit_features(real), unit_features(synthetic)
+    neighbours = NearestNeighbors(n_neighbors=2).fit(train)
+    threshold = np.percentile(neighbours.kneighbors(train)[0][:, 1], 5)
+    expected = float(np.mean(neighbours.kneighbors(generated, n_neighbors=1)[0][:, 0] < threshold))
+    assert result.report["metrics"]["memorisation@random"]["threshold"] == pytest.approx(threshold, rel=1e-6)  # float32 features
+    assert share["value"] == pytest.approx(expected, abs=1e-12) and 3 / 20 < expected < 15 / 20
     worst = result.report["memorisation_worst"]["memorisation@random"][:3]
     assert {(w["synthetic_image"], w["nearest_training_image"]) for w in worst} == {
         (f"images/{i:04d}.png", f"images/{i:04d}.png") for i in range(3)
