@@ -51,12 +51,19 @@ def test_registry_lists_every_check_and_ls_shows_them() -> None:
 
 
 def test_brightness_is_the_mean_luma_and_judged_in_its_band() -> None:
-    image = noise(0)
+    # a green-heavy image, where ITU-R 601 luma (0.52), Rec. 709 luma (0.60) and the mean of
+    # the channels (0.38) are far apart; PIL rounds each pixel's luma, which moves the mean of
+    # 2,304 pixels by far less than the tolerance
+    rng = np.random.default_rng(0)
+    image = Image.fromarray((np.array([30, 200, 60]) + rng.normal(0, 20, (48, 48, 3))).clip(0, 255).astype(np.uint8))
     rgb = np.asarray(image, dtype=np.float64)
     reference = (rgb @ np.array([0.299, 0.587, 0.114])).mean() / 255.0
     brightness = check("brightness")
     (values,) = brightness.measure([image], [{}], None)
-    assert values["brightness_mean"] == pytest.approx(reference, abs=1 / 255)
+    assert values["brightness_mean"] == pytest.approx(reference, abs=0.05 / 255)
+    for colour, luma in (((255, 0, 0), 76), ((0, 255, 0), 150), ((0, 0, 255), 29)):  # round(255 x weight)
+        (pure,) = brightness.measure([Image.new("RGB", (8, 8), colour)], [{}], None)
+        assert pure["brightness_mean"] == pytest.approx(luma / 255, abs=1e-12), colour
     assert brightness.passes(values, {}) is True
     (dark,) = brightness.measure([Image.new("RGB", (8, 8), (5, 5, 5))], [{}], None)
     assert brightness.passes(dark, {}) is False
@@ -155,8 +162,24 @@ def test_realism_compares_with_real_images_of_the_same_group(context, tmp_path) 
     rows[2]["fst"] = 5  # no real image of FST V
     close, far, unjudged = realism.measure(images, rows, ctx)
     assert close["realism_references"] == 3 and close["realism_nn_distance"] == pytest.approx(0.0, abs=1e-6)
-    assert close["realism_lpips"] is not None and realism.passes(close, rows[0]) is True
+    assert realism.passes(close, rows[0]) is True
     assert far["realism_nn_percentile"] == 100.0 and realism.passes(far, rows[1]) is False
+    # LPIPS is the squared distance of the embeddings (here the random extractor's, which the
+    # context puts in place of every extractor), averaged over the k = 2 nearest real images
+    # of the group (FST I: real images 0, 3 and 6); the nearest-real distance is on unit features.
+    from fairsynth.metrics.extractors import create_extractor, prepare_image
+
+    extractor = create_extractor("random")
+    embed = lambda pictures: extractor(torch.from_numpy(np.stack(  # noqa: E731
+        [prepare_image(p.convert("RGB"), extractor.input_size) for p in pictures])).permute(0, 3, 1, 2)).double()
+    group = embed([reals[0], reals[3], reals[6]])
+    for values, image in ((close, images[0]), (far, images[1])):
+        squared = ((embed([image]) - group) ** 2).sum(dim=1)
+        assert values["realism_lpips"] == pytest.approx(float(squared.sort().values[:2].mean()), rel=1e-5, abs=1e-9)
+        unit = lambda x: x / x.norm(dim=1, keepdim=True)  # noqa: E731
+        nearest = (unit(embed([image])) - unit(group)).norm(dim=1).min()
+        assert values["realism_nn_distance"] == pytest.approx(float(nearest), rel=1e-5, abs=1e-6)
+    assert close["realism_lpips"] > 0  # the copy's second-nearest image is another one
     assert unjudged["realism_references"] == 0 and realism.passes(unjudged, rows[2]) is None
     assert any("no real image of group" in w for w in ctx.warnings)
 
