@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,6 +133,23 @@ def test_compare_writes_the_table_and_reuses_finished_runs(derm_study, tmp_path,
     monkeypatch.setattr(compare_module, "train_run", refuse)
     again = compare(config, tmp_path / "cmp", log=lambda m: None)
     assert again["runs"] == result["runs"]
+
+    # The disk fills while the table is written: no compare.json says a comparison is complete.
+    import errno
+
+    written = compare_module.atomic_write_text
+
+    def full(path, text):
+        if Path(path).name == "compare.md":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        written(path, text)
+
+    for name in ("compare.json", "compare.md"):
+        (tmp_path / "cmp" / name).unlink()
+    monkeypatch.setattr(compare_module, "atomic_write_text", full)
+    with pytest.raises(OSError):
+        compare(config, tmp_path / "cmp", log=lambda m: None)
+    assert not (tmp_path / "cmp" / "compare.json").exists()
 
 
 def test_undefined_numbers_are_rendered_as_undefined():

@@ -220,8 +220,8 @@ def compare(
         from fairsynth.downstream.ceiling import oracle_shares
 
         result["oracle_share"] = oracle_shares(output, config, [None, *sets.external])
-    if write_table:
-        atomic_write_text(output / "compare.json", json.dumps(result, indent=1) + "\n")
+    if write_table:  # compare.json last: its presence says the comparison is complete
         atomic_write_text(output / "compare.md", render_table(
             table, config.arms, config.seeds, result["test_sets"], result.get("oracle_share")))
+        atomic_write_text(output / "compare.json", json.dumps(result, indent=1) + "\n")
     return result
