@@ -159,6 +159,18 @@ def test_resume_continues_exactly_mid_phase_and_at_a_phase_change(tmp_path, tiny
         assert _max_difference(again.extra, final.extra) <= 1e-6
 
 
+def test_a_checkpoint_left_by_a_kill_while_pruning_is_pruned_when_the_run_resumes(tmp_path, tiny_base):
+    manifest = make_prepared(tmp_path / "prepared", size=16)
+    recipe = make_recipe(tmp_path, tiny_base, manifest, **SMALL, steps=4, checkpoint_every=2, keep_checkpoints=1)
+    train(recipe, progress=False)
+    checkpoints = tmp_path / "train" / "checkpoints"
+    assert [p.name for p in list_checkpoints(checkpoints)] == ["step-000004"]
+    # killed after writing the final checkpoint, before deleting the one before it
+    shutil.copytree(checkpoints / "step-000004", checkpoints / "step-000002")
+    train(recipe, resume="latest", progress=False)
+    assert [p.name for p in list_checkpoints(checkpoints)] == ["step-000004"]
+
+
 def test_resume_refuses_a_changed_recipe(tmp_path, tiny_base):
     manifest = make_prepared(tmp_path / "prepared", size=16)
     train(make_recipe(tmp_path, tiny_base, manifest, **SMALL, steps=2), progress=False)

@@ -204,11 +204,17 @@ def save_checkpoint(
             _write_tensors(folder / "extra.safetensors", extra)
         save_nested(folder, "rng", rng_state())
         _write_json(folder / "state.json", {**state, "step": step, "phase": phase})
-    if keep is not None:
-        for old in list_checkpoints(root)[:-keep]:
-            crash_point("prune")
-            shutil.rmtree(old, ignore_errors=True)
+    prune_checkpoints(root, keep)
     return target
+
+
+def prune_checkpoints(root: str | Path, keep: int | None) -> None:
+    """Delete all but the newest ``keep`` checkpoint folders (None: keep every one)."""
+    if keep is None:
+        return
+    for old in list_checkpoints(root)[:-keep]:
+        crash_point("prune")
+        shutil.rmtree(old, ignore_errors=True)
 
 
 class CheckpointError(ValueError):

@@ -67,6 +67,7 @@ from fairsynth.training.checkpoint import (
     Checkpoint,
     load_checkpoint,
     load_latest_readable,
+    prune_checkpoints,
     resolve_resume,
     save_checkpoint,
     set_rng_state,
@@ -656,6 +657,8 @@ def _train(recipe: "TrainJob", *, resume: str | Path | None, progress: bool) -> 
         exports: dict[str, Path] = {}
         info: dict[str, Any] = {}
         if is_main:
+            # a run killed while it deleted old checkpoints left one too many; its resume ends here
+            prune_checkpoints(checkpoints_dir, cfg.keep_checkpoints)
             if ema is not None:
                 if ema.model is None and checkpoint is not None and checkpoint.state.get("ema"):
                     ema.load_state_dict(checkpoint.ema, checkpoint.state["ema"])  # resumed a finished run
