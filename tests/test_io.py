@@ -170,3 +170,29 @@ def test_a_full_disk_while_appending_to_a_log_names_the_log(tmp_path):
     with pytest.raises(OSError) as caught:
         append_through(FullDisk(), "10,0.5,0.001\n")
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(tmp_path / "losses.csv")
+
+
+def test_temporaries_a_kill_left_are_removed_and_nothing_else(tmp_path):
+    from fairsynth.io import remove_temporaries
+
+    (tmp_path / "run" / "seed-0").mkdir(parents=True)
+    left = [tmp_path / ".compare.json.k2j4_x.tmp", tmp_path / "run" / "seed-0" / ".metrics.json.a8b.tmp"]
+    kept = [tmp_path / "compare.json", tmp_path / "notes.tmp", tmp_path / ".hidden", tmp_path / "run" / "seed-0" / "model.safetensors"]
+    for path in left + kept:
+        path.write_text("x")
+    assert remove_temporaries(tmp_path, recursive=False) == 1 and left[1].exists()
+    assert remove_temporaries(tmp_path) == 1
+    assert not any(path.exists() for path in left) and all(path.exists() for path in kept)
+    assert remove_temporaries(tmp_path / "absent") == 0
+
+
+def test_a_resumed_staged_dir_drops_the_writes_the_kill_interrupted(tmp_path):
+    target = tmp_path / "prepared"
+    with pytest.raises(KeyboardInterrupt):
+        with staged_dir(target, resume=True) as staging:
+            (staging / "done.png").write_text("complete")
+            (staging / ".metadata.jsonl.x1y2.tmp").write_text("half")  # as a kill leaves it
+            raise KeyboardInterrupt
+    with staged_dir(target, resume=True) as staging:
+        assert sorted(p.name for p in staging.iterdir()) == ["done.png"]
+    assert sorted(p.name for p in target.iterdir()) == ["done.png"]

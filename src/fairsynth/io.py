@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -196,6 +197,30 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+#: The temporary name of an atomic write: ``.<file name>.<random>.tmp`` beside its target.
+TEMPORARY_NAME = re.compile(r"^\..+\.tmp$")
+
+
+def remove_temporaries(folder: str | Path, recursive: bool = True) -> int:
+    """Delete the temporary files of atomic writes that a kill interrupted; returns how many.
+
+    A command calls it on its own output folder before it writes there (one writer per
+    folder), so a kill never leaves a ``.<name>.<random>.tmp`` behind for good.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for root, _, files in os.walk(folder) if recursive else [(str(folder), None, os.listdir(folder))]:
+        for name in files:
+            path = Path(root) / name
+            if TEMPORARY_NAME.match(name) and path.is_file() and not path.is_symlink():
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed += 1
+    return removed
+
+
 @contextlib.contextmanager
 def staged_dir(target: str | Path, *, resume: bool = False) -> Iterator[Path]:
     """Build a folder under a temporary name next to ``target``; swap it in when complete.
@@ -210,6 +235,8 @@ def staged_dir(target: str | Path, *, resume: bool = False) -> Iterator[Path]:
     staging = target.parent / f".{target.name}.partial"
     if staging.exists() and not resume:
         shutil.rmtree(staging)
+    elif staging.exists():
+        remove_temporaries(staging)  # writes the interrupted run never finished
     staging.mkdir(exist_ok=True)
     try:
         yield staging

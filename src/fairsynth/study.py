@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
 
-from fairsynth.io import atomic_write_text, sha256_file
+from fairsynth.io import atomic_write_text, remove_temporaries, sha256_file
 
 if TYPE_CHECKING:
     from fairsynth.recipe import Recipe
@@ -334,6 +334,7 @@ def run_study(
     if until is not None and until not in STAGES:
         raise StudyError(f"--until must be one of {', '.join(STAGES)}, got {until!r}")
     workdir = Path(recipe.workdir)
+    remove_temporaries(workdir, recursive=False)  # the state file's write a kill interrupted
     steps = plan(recipe, force)
     state = read_state(workdir)
     done: list[tuple[str, Action, float]] = []

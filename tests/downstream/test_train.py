@@ -131,8 +131,12 @@ def test_compare_writes_the_table_and_reuses_finished_runs(derm_study, tmp_path,
         raise AssertionError("a finished run was trained again")
 
     monkeypatch.setattr(compare_module, "train_run", refuse)
+    left = [tmp_path / "cmp" / ".compare.json.k2j4.tmp", tmp_path / "cmp" / "real" / "seed-0" / ".metrics.json.x9.tmp"]
+    for path in left:  # writes a kill interrupted
+        path.write_text("half")
     again = compare(config, tmp_path / "cmp", log=lambda m: None)
     assert again["runs"] == result["runs"]
+    assert not any(path.exists() for path in left)
 
     # The disk fills while the table is written: no compare.json says a comparison is complete.
     import errno

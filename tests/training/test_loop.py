@@ -167,8 +167,11 @@ def test_a_checkpoint_left_by_a_kill_while_pruning_is_pruned_when_the_run_resume
     assert [p.name for p in list_checkpoints(checkpoints)] == ["step-000004"]
     # killed after writing the final checkpoint, before deleting the one before it
     shutil.copytree(checkpoints / "step-000004", checkpoints / "step-000002")
+    left = tmp_path / "train" / ".losses.csv.k2j4.tmp"  # and a write it interrupted
+    left.write_text("step,loss")
     train(recipe, resume="latest", progress=False)
     assert [p.name for p in list_checkpoints(checkpoints)] == ["step-000004"]
+    assert not left.exists()
 
 
 def test_resume_refuses_a_changed_recipe(tmp_path, tiny_base):

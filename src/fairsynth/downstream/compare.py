@@ -23,7 +23,7 @@ from scipy import stats
 from fairsynth.downstream.config import DownstreamConfig
 from fairsynth.downstream.data import Sets, check_sets, load_sets
 from fairsynth.downstream.train import CellGenerator, predict_saved_run, save_run, train_run
-from fairsynth.io import atomic_write_text
+from fairsynth.io import atomic_write_text, remove_temporaries
 
 #: Headline numbers of the table: (key, label, higher is better).
 HEADLINES: tuple[tuple[str, str, bool], ...] = (
@@ -169,6 +169,7 @@ def compare(
         raise ValueError("downstream.arms has hybrid, which generates images during training: run it from a recipe "
                          "whose train.output holds a trained model (fairsynth downstream compare --config ...)")
     output = Path(output)
+    remove_temporaries(output)  # writes a kill interrupted
     synthetic = config.synthetic if any(arm != "real" for arm in config.arms) else None
     if "oracle" in config.arms and not config.oracle:
         raise ValueError(

@@ -58,6 +58,7 @@ from fairsynth.io import (
     atomic_write_text,
     canonical_safetensors,
     crash_point,
+    remove_temporaries,
     sha256_file,
 )
 from fairsynth.lock import hold
@@ -356,6 +357,9 @@ def _train(recipe: "TrainJob", *, resume: str | Path | None, progress: bool) -> 
         project_dir=str(output / "logs"),
     )
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    if accelerator.is_main_process:  # writes a kill interrupted (not the cache's: other runs may share it)
+        remove_temporaries(output)
+    accelerator.wait_for_everyone()
     # Frozen weights are stored in the autocast precision only where autocast runs: accelerate
     # runs fp16 on a CPU in float32 (no fp16 autocast there), and fp16 text embeddings would then
     # meet the float32 UNet.

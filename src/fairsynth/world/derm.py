@@ -55,7 +55,7 @@ from PIL import Image
 from fairsynth.config import ConfigError, knob
 from fairsynth.data.fst import parse_fst
 from fairsynth.data.skin import lab_to_srgb
-from fairsynth.io import atomic_open, atomic_write_bytes, atomic_write_text
+from fairsynth.io import atomic_open, atomic_write_bytes, atomic_write_text, remove_temporaries
 
 #: The official Fitzpatrick17k columns, in file order.
 FITZPATRICK17K_COLUMNS = (
@@ -815,6 +815,7 @@ def generate_world(output_dir: str | Path, config: WorldConfig | None = None, **
         )
     previous = _previous_images(metadata_path)
     images_dir.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(root)  # writes a kill interrupted
 
     rows: list[dict[str, Any]] = []
     truth: list[dict[str, Any]] = []
