@@ -50,10 +50,10 @@ Then the faults that are not kills, each from the reference's outputs:
 * a delivered image truncated: ``generate`` regenerates it, byte-identical;
 * a full disk (``FAIRSYNTH_CRASH_AT=enospc:<write|append>#<n>``: a seeded write fails with
   ENOSPC) in each stage: exit 3 with one message naming the file, no traceback, no temporary
-  file, nothing published; the same command afterwards ends equal to the reference;
-* untrusted input that was already handled and must stay so: manifest paths that leave the
-  dataset root (``..``, absolute, a symlink out) are problems naming the row, and images in
-  CMYK, 16-bit, RGBA, palette GIF, WebP, TIFF and EXIF-rotated JPEG are prepared.
+  file, nothing published; the same command afterwards ends equal to the reference.
+
+Hostile input (image bombs, path escapes, the formats that must keep working, fuzzed files) is
+``benchmarks/hostile_inputs.py``'s table.
 
 One table: stage, kill points tried (moments + at writes), survived, what differed.
 ``--json FILE`` writes the rows; the exit status is 1 when anything differed.
@@ -602,57 +602,6 @@ def _full_disk(study: Study, stage: str, trace: dict[str, Any], rng: random.Rand
     return problems, Path(named.group(1)).name if named else "nothing"
 
 
-def untrusted_input(study: Study) -> list[Row]:
-    """The checks that were already right: paths out of the root, and every image format."""
-    import numpy as np
-    from PIL import Image
-
-    rows = []
-    folder = study.root / "input"
-    clear(folder)
-    outside = study.root / "outside.png"
-    Image.new("RGB", (64, 64), (200, 150, 120)).save(outside)
-    (folder / "images").mkdir()
-    Image.new("RGB", (64, 64), (200, 150, 120)).save(folder / "images" / "ok.png")
-    (folder / "images" / "link.png").symlink_to(outside)
-    names = ["images/ok.png", "../outside.png", str(outside), "images/link.png"]
-    (folder / "metadata.jsonl").write_text("".join(json.dumps({"file_name": n, "label": "a"}) + "\n" for n in names))
-    done = study.start([sys.executable, "-m", "fairsynth.cli", "validate", "--reader", "imagefolder", str(folder)])
-    named = all(text in done.output for text in names[1:])
-    problems = [] if done.code == 1 and named and "Traceback" not in done.output else [f"exit {done.code}: {done.tail()}"]
-    rows.append(_one(Row("validate: paths out of the root (.., absolute, symlink)"), problems, "each a problem naming its row"))
-
-    clear(folder)
-    images = folder / "images"
-    images.mkdir()
-    rgb = np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)
-    Image.fromarray(rgb).convert("CMYK").save(images / "cmyk.jpg")
-    Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)).save(images / "deep.png")
-    Image.fromarray(rgb).convert("RGBA").save(images / "alpha.png")
-    Image.fromarray(rgb).convert("P").save(images / "palette.gif")
-    Image.fromarray(rgb).save(images / "web.webp")
-    Image.fromarray(rgb).save(images / "scan.tiff")
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    Image.fromarray(rgb).save(images / "rotated.jpg", exif=exif)
-    names = sorted(p.name for p in images.iterdir())
-    (folder / "metadata.jsonl").write_text(
-        "".join(json.dumps({"file_name": f"images/{n}", "label": "ab"[i % 2]}) + "\n" for i, n in enumerate(names)))
-    recipe = folder / "recipe.yaml"
-    recipe.write_text(json.dumps({
-        "data": {"reader": "imagefolder", "path": str(folder)},
-        "prepare": {"output": str(folder / "prepared"), "resolution": [32], "crop": "none", "estimate_fst": False,
-                    "split": {"stratify": []}},
-    }))
-    done = study.start([sys.executable, "-m", "fairsynth.cli", "prepare", "--config", str(recipe)])
-    manifest = folder / "prepared" / "metadata.jsonl"
-    count = len(manifest.read_text().splitlines()) if manifest.is_file() else 0
-    problems = [] if done.code == 0 and count == len(names) else [f"exit {done.code}, {count} of {len(names)}: {done.tail()}"]
-    rows.append(_one(Row("prepare: CMYK, 16-bit, RGBA, GIF, WebP, TIFF, EXIF-rotated"), problems,
-                     f"{count} of {len(names)} prepared as RGB"))
-    return rows
-
-
 def _one(row: Row, problems: list[str], ok: str) -> Row:
     row.tried, row.survived = 1, 0 if problems else 1
     row.differed = problems
@@ -689,7 +638,6 @@ def campaign(root: Path, *, points: int = 20, chain: int = 4, seed: int = 0, sta
         rows.append(truncated_adapter(study))
         rows.append(truncated_image(study))
         rows.append(full_disk(study, traces, rng))
-        rows += untrusted_input(study)
     for row in rows[len(stages):]:
         log(f"{row.stage}: {'survived' if row.survived else '; '.join(row.differed)}")
     log(f"{study.starts} command starts in {time.monotonic() - began:.0f} s")
