@@ -1,6 +1,6 @@
 """Fault campaign: kill every stage at seeded random moments, resume it, compare with a run never killed.
 
-    OMP_NUM_THREADS=1 python benchmarks/faults.py                  # 20 kills per stage, ~25 min on 2 cores
+    OMP_NUM_THREADS=1 python benchmarks/faults.py                  # 20 kills per stage, ~45 min on 2 shared cores
     OMP_NUM_THREADS=1 python benchmarks/faults.py --points 60      # more kill points
     OMP_NUM_THREADS=1 python benchmarks/faults.py --stages train,generate --points 5 --keep /tmp/faults
 
