@@ -2,8 +2,8 @@
 
 Two switches, both set by `.ci/run`:
 
-* ``FAIRSYNTH_RUN_SLOW=1`` runs the tests marked ``slow`` (``python3 -m pytest -m slow``);
-  without it they are skipped, and say how to run them;
+* ``FAIRSYNTH_RUN_SLOW=1`` (or ``-m slow``) runs the tests marked ``slow``; otherwise they are
+  skipped, and say how to run them;
 * ``FAIRSYNTH_REQUIRE_SHARED_DATA=1`` makes the tests on ``../shared/data`` fail, not skip,
   when the folder is absent, and the session fail when every one of them was skipped.
 
@@ -28,8 +28,9 @@ _shared_data_tests: dict[str, str] = {}
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    run_slow = os.environ.get("FAIRSYNTH_RUN_SLOW") == "1"
-    skip_slow = pytest.mark.skip(reason="slow (minutes of CPU): FAIRSYNTH_RUN_SLOW=1 python3 -m pytest -m slow runs it")
+    expression = config.getoption("markexpr") or ""
+    run_slow = os.environ.get("FAIRSYNTH_RUN_SLOW") == "1" or ("slow" in expression and "not slow" not in expression)
+    skip_slow = pytest.mark.skip(reason="slow (minutes of CPU): python3 -m pytest -m slow runs it")
     for item in items:
         if "slow" in item.keywords and not run_slow:
             item.add_marker(skip_slow)
