@@ -233,7 +233,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string; everyone writes it
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer past a float's range (about 1.8e308)
+            try:
+                digits = f"{len(str(abs(value)))} digits"
+            except ValueError:  # past Python's 4,300-digit limit for printing one
+                digits = "over 4,300 digits"
+            raise ConfigError(f"{where}: an integer of {digits} is too large for a number") from None
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")

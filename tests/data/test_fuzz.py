@@ -166,3 +166,13 @@ def test_a_recipe_number_python_cannot_read_is_a_config_error(tmp_path):
         load_recipe(path)
     with pytest.raises(ConfigError, match=r"override 'seed=9+\.\.\. \(5005 characters\)'"):
         load_recipe(None, ["seed=" + "9" * 5000])
+
+
+def test_an_integer_past_a_floats_range_is_a_config_error(tmp_path):
+    """A number knob given a 400-digit integer: Python reads it, float() cannot hold it."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text("generate:\n  img2img:\n    strength: " + "9" * 400 + "\n")
+    with pytest.raises(ConfigError, match=r"generate\.img2img\.strength: an integer of 400 digits is too large"):
+        load_recipe(path)
+    with pytest.raises(ConfigError, match=r"generate\.img2img\.strength: an integer of 400 digits is too large"):
+        load_recipe(None, ["generate.img2img.strength=" + "9" * 400])
