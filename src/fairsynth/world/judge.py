@@ -35,7 +35,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -73,6 +73,15 @@ class JudgeConfig:
         0.0, "The world's `skin_type_effect` of the training and held-out renders: a judge reads the world it was "
         "trained on (the demo's world has 1.0).",
     )
+    architecture: Literal["small_cnn", "residual"] = knob(
+        "small_cnn", "small_cnn: four plain conv stages (the truth judge); residual: a wider residual network, "
+        "the second judge that reads a generated set beside the first.",
+    )
+    colour_jitter: float = knob(
+        0.0, "Std of a per-image gain (x 0.1) and offset (x 0.05) on each RGB channel, so the judge reads shape "
+        "and relative colour rather than one exact palette; 0: off.",
+    )
+    noise_std: float = knob(0.0, "Std of Gaussian pixel noise added to training images (in [-1, 1] units); 0: off.")
 
     def __post_init__(self) -> None:
         if self.n_train < len(JUDGE_CLASSES) or self.n_held_out < len(JUDGE_CLASSES):
@@ -83,6 +92,10 @@ class JudgeConfig:
             raise ConfigError("judge.blur_probability must be in [0, 1] and judge.max_blur_sigma >= 0.3")
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ConfigError("judge.epochs, judge.batch_size and judge.learning_rate must be positive")
+        if self.architecture not in JUDGE_ARCHITECTURES:
+            raise ConfigError(f"judge.architecture must be one of {', '.join(JUDGE_ARCHITECTURES)}, got {self.architecture!r}")
+        if self.colour_jitter < 0 or self.noise_std < 0:
+            raise ConfigError("judge.colour_jitter and judge.noise_std must be >= 0")
 
 
 class LesionJudge(nn.Module):
@@ -106,8 +119,58 @@ class LesionJudge(nn.Module):
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(channels, classes)
 
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled features before the classifier head.  # (B, 64)"""
+        return self.features(images).mean(dim=(2, 3))
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(images).mean(dim=(2, 3)))  # (B, classes)
+        return self.head(self.embed(images))  # (B, classes)
+
+
+class _ResidualBlock(nn.Module):
+    """Two 3x3 convolutions with batch norm and a (strided, projected where needed) shortcut."""
+
+    def __init__(self, channels_in: int, channels_out: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels_in, channels_out, 3, stride, 1, bias=False), nn.BatchNorm2d(channels_out), nn.ReLU(inplace=True),
+            nn.Conv2d(channels_out, channels_out, 3, 1, 1, bias=False), nn.BatchNorm2d(channels_out),
+        )
+        self.shortcut = nn.Identity() if stride == 1 and channels_in == channels_out else nn.Sequential(
+            nn.Conv2d(channels_in, channels_out, 1, stride, bias=False), nn.BatchNorm2d(channels_out)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class ResidualJudge(nn.Module):
+    """The second judge: a stem, three residual stages (32, 64, 128 channels, strides 1, 2, 2),
+    average and max pooling concatenated, dropout, linear. Another architecture than
+    :class:`LesionJudge`, trained on other renders with other augmentation, so that the two
+    judges' agreement says more than either alone.
+
+    Input: ``(B, 3, S, S)`` floats in [-1, 1]; output ``(B, classes)`` logits.
+    """
+
+    def __init__(self, classes: int = len(JUDGE_CLASSES)) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True))
+        self.stages = nn.Sequential(_ResidualBlock(32, 32, 1), _ResidualBlock(32, 64, 2), _ResidualBlock(64, 128, 2))
+        self.dropout = nn.Dropout(0.2)
+        self.head = nn.Linear(256, classes)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Average- and max-pooled features of the last stage.  # (B, 256)"""
+        x = self.stages(self.stem(images))
+        return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.embed(images)))  # (B, classes)
+
+
+#: The judges' architectures by name (:attr:`JudgeConfig.architecture`).
+JUDGE_ARCHITECTURES: dict[str, type[nn.Module]] = {"small_cnn": LesionJudge, "residual": ResidualJudge}
 
 
 def derm_images(
@@ -150,9 +213,11 @@ def _blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def _augment(
-    batch: torch.Tensor, generator: torch.Generator, blur_probability: float = 0.0, max_blur_sigma: float = 1.8
+    batch: torch.Tensor, generator: torch.Generator, blur_probability: float = 0.0, max_blur_sigma: float = 1.8,
+    colour_jitter: float = 0.0, noise_std: float = 0.0,
 ) -> torch.Tensor:
-    """Random flips and quarter turns (a lesion has no up or left), and blur on a share of images."""
+    """Random flips and quarter turns (a lesion has no up or left), blur on a share of images, and
+    (where asked) a per-image colour gain and offset per channel and pixel noise."""
     if torch.rand((), generator=generator) < 0.5:
         batch = batch.flip(3)
     turns = int(torch.randint(0, 4, (), generator=generator))
@@ -163,7 +228,21 @@ def _augment(
         batch = torch.stack(
             [_blur(image, float(sigma)) if draw < blur_probability else image for image, draw, sigma in zip(batch, draws, sigmas)]
         )
+    if colour_jitter > 0:
+        gain = 1.0 + 0.1 * colour_jitter * torch.randn((len(batch), 3, 1, 1), generator=generator)
+        offset = 0.05 * colour_jitter * torch.randn((len(batch), 3, 1, 1), generator=generator)
+        batch = ((batch + 1.0) * gain - 1.0 + offset).clamp(-1.0, 1.0)
+    if noise_std > 0:
+        batch = (batch + noise_std * torch.randn(batch.shape, generator=generator)).clamp(-1.0, 1.0)
     return batch
+
+
+@torch.no_grad()
+def judge_features(judge: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """The judge's pooled features of each image (uint8 RGB array, or a [-1, 1] tensor).  # (N, D)"""
+    judge.eval()
+    tensor = images if isinstance(images, torch.Tensor) else to_tensor(images)
+    return torch.cat([judge.embed(tensor[i : i + batch_size]) for i in range(0, len(tensor), batch_size)])
 
 
 @torch.no_grad()
@@ -211,7 +290,7 @@ def train_judge(config: JudgeConfig | None = None) -> tuple[LesionJudge, dict[st
     generator = torch.Generator().manual_seed(config.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        judge = LesionJudge()
+        judge = JUDGE_ARCHITECTURES[config.architecture]()
     optimizer = torch.optim.AdamW(judge.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     steps = config.epochs * -(-len(x) // config.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
@@ -220,7 +299,9 @@ def train_judge(config: JudgeConfig | None = None) -> tuple[LesionJudge, dict[st
         order = torch.randperm(len(x), generator=generator)
         for start in range(0, len(x), config.batch_size):
             index = order[start : start + config.batch_size]
-            augmented = _augment(x[index], generator, config.blur_probability, config.max_blur_sigma)
+            augmented = _augment(
+                x[index], generator, config.blur_probability, config.max_blur_sigma, config.colour_jitter, config.noise_std
+            )
             logits = judge(augmented)  # (B, classes)
             loss = nn.functional.cross_entropy(logits, y[index])
             optimizer.zero_grad(set_to_none=True)
@@ -256,9 +337,11 @@ def save_judge(judge: LesionJudge, path: str | Path) -> Path:
     return path
 
 
-def load_judge(path: str | Path) -> LesionJudge:
+def load_judge(path: str | Path, architecture: str = "small_cnn") -> nn.Module:
     """A judge from :func:`save_judge`'s file, in eval mode."""
-    judge = LesionJudge()
+    if architecture not in JUDGE_ARCHITECTURES:
+        raise ConfigError(f"judge architecture must be one of {', '.join(JUDGE_ARCHITECTURES)}, got {architecture!r}")
+    judge = JUDGE_ARCHITECTURES[architecture]()
     judge.load_state_dict(load_file(str(path)))
     return judge.eval()
 
@@ -277,6 +360,16 @@ SHIPPED_JUDGES: dict[float, Path] = {
 SHIPPED_JUDGE_CONFIGS: dict[float, JudgeConfig] = {
     0.0: JudgeConfig(),
     1.0: JudgeConfig(skin_type_effect=1.0, n_train=16000, n_held_out=2400, epochs=16, blur_probability=0.25),
+}
+
+
+#: The second judge of each world look: another architecture (:class:`ResidualJudge`), other training
+#: renders (seed 7), colour jitter and pixel noise. A generated set is read by both; where they agree,
+#: the reading is not an artefact of one network.
+SECOND_JUDGES: dict[float, Path] = {1.0: SHIPPED_JUDGE.with_name("lesion-judge-b-skin-type-effect-1.safetensors")}
+SECOND_JUDGE_CONFIGS: dict[float, JudgeConfig] = {
+    1.0: JudgeConfig(skin_type_effect=1.0, architecture="residual", seed=7, n_train=16000, n_held_out=2400, epochs=12,
+                     blur_probability=0.25, colour_jitter=1.0, noise_std=0.03),
 }
 
 
@@ -300,3 +393,14 @@ def shipped_judge(skin_type_effect: float = 0.0) -> tuple[LesionJudge, dict[str,
     if path is not None and path.is_file() and path.with_suffix(".json").is_file():
         return load_judge(path), json.loads(path.with_suffix(".json").read_text())
     return train_judge(judge_config_for(skin_type_effect))
+
+
+@functools.lru_cache(maxsize=4)
+def second_judge(skin_type_effect: float = 1.0) -> tuple[nn.Module, dict[str, Any]] | None:
+    """The second judge of the world with ``skin_type_effect`` and its training report, or None
+    for a look without a shipped one (the truth is then read by the first judge alone, and says so)."""
+    effect = float(skin_type_effect)
+    path = SECOND_JUDGES.get(effect)
+    if path is not None and path.is_file() and path.with_suffix(".json").is_file():
+        return load_judge(path, "residual"), json.loads(path.with_suffix(".json").read_text())
+    return None  # not trained on the fly: about 25 minutes on one core (scripts/build_judge.py --second)
