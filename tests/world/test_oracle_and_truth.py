@@ -6,15 +6,16 @@ import json
 from collections import Counter
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
 from fairsynth.config import PrepareConfig
 from fairsynth.data.records import Record, read_manifest, write_manifest
 from fairsynth.world.derm import generate_world, render_layers
-from fairsynth.world.judge import shipped_judge
+from fairsynth.world.judge import JUDGE_CLASSES, shipped_judge
 from fairsynth.world.oracle import OracleError, build_oracle_images, world_config
-from fairsynth.world.truth import read_generated, summary_line
+from fairsynth.world.truth import in_support, read_generated, summary_line, true_render_features
 
 
 def _synthetic(path, cells: dict[tuple[str, int], int]):
@@ -85,3 +86,73 @@ def test_the_truth_is_read_per_cell_for_candidates_and_delivered_images(tmp_path
     assert cell["fst_within_one"] == 1.0 and truth["delivered_V_VI"] == 0 and truth["class_as_asked_V_VI"] is None
     assert truth["judge"]["held_out_min_cell"] == min(report["held_out_accuracy_by_cell"].values())
     assert "reads the asked class in 50% of the 4 delivered images" in summary_line(truth)
+
+
+class _Always(torch.nn.Module):
+    """A stand-in second judge that reads one class in every image."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self.index = JUDGE_CLASSES.index(label)
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return images.mean(dim=(2, 3)) * self.scale  # (B, 3)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(torch.full((len(images),), self.index), len(JUDGE_CLASSES)).float()
+
+
+def _write_set(folder, cells: dict[tuple[str, int], list[np.ndarray]]) -> None:
+    (folder / "images").mkdir()
+    rows = []
+    for (label, fst), images in cells.items():
+        for image in images:
+            name = f"images/{len(rows)}.png"
+            Image.fromarray(image).save(folder / name)
+            rows.append({"file_name": name, "label": label, "fst": fst, "accepted": True, "selected": True})
+    (folder / "candidates.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _renders(label: str, fst: int, n: int, seed: int) -> list[np.ndarray]:
+    return [render_layers(label, fst, np.random.default_rng((seed, i)), size=64, skin_type_effect=1.0).image
+            for i in range(n)]
+
+
+def test_a_second_judge_is_read_beside_the_first_and_both_must_agree(tmp_path):
+    """Six true melanoma renders on type VI asked as melanoma, six true psoriasis renders asked as
+    psoriasis; a second judge that reads psoriasis everywhere agrees on the psoriasis cell only."""
+    _write_set(tmp_path, {("melanoma", 6): _renders("melanoma", 6, 6, 7), ("psoriasis", 6): _renders("psoriasis", 6, 6, 8)})
+    judge, report = shipped_judge(1.0)
+    truth = read_generated(tmp_path, judge, report, second=(_Always("psoriasis"), {"held_out_accuracy": 0.5}))
+    assert truth["class_as_asked_V_VI"] == 1.0
+    assert truth["cells"]["melanoma|6"]["second_class_as_asked"] == 0.0
+    assert truth["cells"]["psoriasis|6"]["second_class_as_asked"] == 1.0
+    assert truth["cells"]["melanoma|6"]["both_as_asked"] == 0.0 and truth["both_as_asked_V_VI"] == 0.5
+    assert truth["second_class_as_asked_V_VI"] == 0.5
+    assert "both in 50% (50% on V-VI)" in summary_line(truth)
+
+
+def test_in_support_tells_true_renders_of_a_cell_from_images_a_judge_merely_reads_as_it(tmp_path):
+    """An image can be read as the asked class and still look like nothing of its cell: true
+    renders of melanoma on type VI are inside the support of that cell's true renders; the same
+    cell asked with psoriasis renders, and with melanoma renders whose texture is replaced by
+    noise of the same colours, is not."""
+    judge, report = shipped_judge(1.0)
+    support = true_render_features([judge, judge], 1.0, per_cell=30)
+    true_vi = _renders("melanoma", 6, 10, 21)
+    rng = np.random.default_rng(0)
+    shuffled = [image.reshape(-1, 3)[rng.permutation(64 * 64)].reshape(64, 64, 3) for image in true_vi]
+    folders = {}
+    for name, images in (("true", true_vi), ("other class", _renders("psoriasis", 6, 10, 22)), ("noise", shuffled)):
+        folders[name] = tmp_path / name.replace(" ", "-")
+        folders[name].mkdir()
+        _write_set(folders[name], {("melanoma", 6): images})
+    read = {name: read_generated(folder, judge, report, second=(judge, report), support=support)
+            for name, folder in folders.items()}
+    assert read["true"]["cells"]["melanoma|6"]["in_support"] >= 0.7
+    assert read["other class"]["cells"]["melanoma|6"]["in_support"] <= 0.1
+    assert read["noise"]["cells"]["melanoma|6"]["in_support"] <= 0.1
+    # the calibration: held-out true renders of every cell, inside their own cell's support
+    assert read["true"]["in_support_true"] >= 0.85
+    assert in_support(support["melanoma|6"], support["psoriasis|6"]["held_out"]).count(True) <= 3

@@ -76,16 +76,14 @@ def _stage_generate(recipe, action) -> None:
 
 
 def _read_truth(recipe) -> None:
-    """The world's judge reads every generated image; the reading joins generated/report.json."""
+    """The world's judges read every generated image; the reading joins generated/report.json."""
     import json
 
     from fairsynth.io import atomic_write_text
-    from fairsynth.world.judge import shipped_judge
-    from fairsynth.world.truth import read_generated, summary_line
+    from fairsynth.world.truth import read_truth, summary_line
 
-    judge, judge_report = shipped_judge(recipe.world.skin_type_effect)
     folder = Path(recipe.generate.output)
-    truth = read_generated(folder, judge, judge_report)
+    truth = read_truth(folder, recipe.world.skin_type_effect)
     report_path = folder / "report.json"
     report = json.loads(report_path.read_text(encoding="utf-8"))
     report["truth"] = truth
