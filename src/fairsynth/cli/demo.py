@@ -25,8 +25,9 @@ def demo(
     LoRA, skin-type-balanced batches) and a class x skin-type grid is drawn and scored: the
     lesion judge reads the class, ITA reads the skin type, before and after fine-tuning;
     3. a real-data classifier is trained (the filter's judge); 4. a FairSkin-shaped synthetic
-    set is generated and filtered; 5. real-only, real + synthetic and synthetic-only
-    classifiers are compared over three seeds, per skin type, with intervals; 6. one HTML
+    set is generated and filtered; 5. real-only and real + synthetic classifiers and the
+    oracle (true world images in the synthetic set's cells) are compared over three seeds, per
+    skin type, with intervals; 6. one HTML
     report that opens on the verdict, whose sentences also end the output. Run it again and
     finished stages are skipped.
 
