@@ -272,7 +272,7 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="min_group_size"):
         EvaluateConfig(min_group_size=1)
     assert EvaluateConfig(metrics=["fd", "fd@dinov2", "kid"]).metric_specs() == [
-        ("fd", "inception"), ("fd", "dinov2"), ("kid", "inception")
+        ("fd", "dinov2"), ("fd", "inception"), ("kid", "inception")  # FD-DINOv2 leads
     ]
     assert EvaluateConfig(metrics=["fd", "fd@dinov2"], extractor="random").metric_specs() == [("fd", "random")]
 

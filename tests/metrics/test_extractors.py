@@ -43,7 +43,7 @@ def images(n: int, side: int, seed: int = 0) -> torch.Tensor:
 
 
 def test_every_extractor_is_registered():
-    assert {"inception", "clip", "clip-b32", "dinov2", "classifier", "lpips", "random"} <= set(EXTRACTORS.names())
+    assert {"inception", "clip", "clip-b32", "clip-l14-336", "dinov2", "classifier", "lpips", "random"} <= set(EXTRACTORS.names())
 
 
 def test_inception_from_the_fairsynth_weights_folder_equals_torch_fidelity(tmp_path, monkeypatch):
@@ -258,7 +258,7 @@ def test_unknown_extractor_option_names_the_valid_ones():
 
 
 @pytest.mark.slow  # real-size ViT-L/14 networks: about a minute and 3 GB of memory
-def test_real_size_clip_l14_and_dinov2_l14_load_through_their_weights_folder(tmp_path, monkeypatch):
+def test_real_size_clip_l14_clip_l14_336_and_dinov2_l14_load_through_their_weights_folder(tmp_path, monkeypatch):
     import open_clip
     import timm
     from safetensors.torch import save_file
@@ -268,11 +268,16 @@ def test_real_size_clip_l14_and_dinov2_l14_load_through_their_weights_folder(tmp
     clip = open_clip.create_model("ViT-L-14-quickgelu", pretrained=None)
     save_file({k: v.contiguous() for k, v in randomised(clip.state_dict()).items()}, str(folder / "open_clip_vit_l_14_openai.safetensors"))
     del clip
+    clip336 = open_clip.create_model("ViT-L-14-336-quickgelu", pretrained=None)
+    save_file({k: v.contiguous() for k, v in randomised(clip336.state_dict()).items()},
+              str(folder / "open_clip_vit_l_14_336_openai.safetensors"))
+    del clip336
     dino = timm.create_model("vit_large_patch14_dinov2", pretrained=False, num_classes=0)
     save_file({k: v.contiguous() for k, v in randomised(dino.state_dict()).items()}, str(folder / "timm_vit_large_patch14_dinov2_lvd142m.safetensors"))
     del dino
     monkeypatch.setenv("FAIRSYNTH_WEIGHTS", str(folder))
     assert create_extractor("clip")(images(1, 224)).shape == (1, 768)
+    assert create_extractor("clip-l14-336")(images(1, 336)).shape == (1, 768)
     assert create_extractor("dinov2")(images(1, 224)).shape == (1, 1024)
 
 

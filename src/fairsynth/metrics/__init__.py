@@ -6,7 +6,8 @@ registered shell per metric (:data:`METRICS`, ``fairsynth ls metrics``) over a p
 named with its extractor, ``metric@extractor``:
 
 ==========================  =================================================================
-fd@inception                FID (fd@dinov2: FD-DINOv2)
+fd@dinov2                   FD-DINOv2 (Stein et al. 2023); fd@inception: FID
+cmmd@clip-l14-336           CMMD (Jayasumana et al. 2024): RBF-kernel MMD on normalised CLIP embeddings
 kid@inception               KID, subset size set from the data
 prdc@inception              precision, recall, density, coverage (k = 3)
 vendi@dinov2                Vendi score of each set

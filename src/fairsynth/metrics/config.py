@@ -19,17 +19,37 @@ from typing import Any, Literal
 
 from fairsynth.config import ConfigError, knob
 
-#: What `evaluate` computes when no metrics are named.
+#: What `evaluate` computes when no metrics are named; FD-DINOv2 and CMMD lead (see :data:`HEADLINE_METRICS`).
 DEFAULT_METRICS = [
+    "fd@dinov2",
+    "cmmd@clip-l14-336",
     "fd@inception",
     "kid@inception",
     "prdc@inception",
-    "fd@dinov2",
     "vendi@dinov2",
     "memorisation@dinov2",
     "clip_score@clip",
     "intra_class_diversity@clip",
 ]
+
+
+#: Metrics listed first wherever `evaluate` lists metrics (its tables, evaluation.json/csv, the
+#: terminal), in this order: ``(metric, extractor)``, extractor None for any. FID and KID depend on
+#: Inception's ImageNet features and FID's Gaussian assumption; FD on DINOv2 features (Stein et al.
+#: 2023) and CMMD (Jayasumana et al. 2024) follow human judgement more closely.
+HEADLINE_METRICS: tuple[tuple[str, str | None], ...] = (("fd", "dinov2"), ("cmmd", None))
+
+
+def headline_first(specs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``specs`` with the :data:`HEADLINE_METRICS` among them moved to the front (otherwise in order)."""
+
+    def rank(spec: tuple[str, str]) -> int:
+        for index, (metric, extractor) in enumerate(HEADLINE_METRICS):
+            if spec[0] == metric and extractor in (None, spec[1]):
+                return index
+        return len(HEADLINE_METRICS)
+
+    return sorted(specs, key=rank)  # stable: the rest keep the order given
 
 
 def parse_metric_spec(spec: str, override: str | None = None) -> tuple[str, str]:
@@ -98,6 +118,11 @@ class EvaluateConfig:
     )
     kid_subsets: int = knob(100, "KID: number of random subsets.")
     kid_subset_size: int = knob(1000, "KID: largest subset size; min(this, n_real, n_synthetic) is used and recorded.")
+    cmmd_sigma: float = knob(10.0, "CMMD: bandwidth sigma of the Gaussian RBF kernel (Jayasumana et al. 2024: 10).")
+    cmmd_estimator: Literal["biased", "unbiased"] = knob(
+        "biased", "CMMD: `biased` — the reference's minimum-variance estimator (kernel means over all pairs, diagonal "
+        "included; >= 0, bias of order 1/n); `unbiased` — diagonals left out (reported as cmmd_unbiased, can be < 0)."
+    )
     prdc_k: int = knob(3, "PRDC: k of the k-nearest-neighbour balls.")
     vendi_q: float = knob(1.0, "Vendi: order q of the entropy (1: Shannon).")
     diversity_target: float | None = knob(0.3, "Intra-class diversity a (class, group) cell should exceed (FairSkin plan: 0.3).")
@@ -121,6 +146,10 @@ class EvaluateConfig:
             raise ConfigError(f"evaluate.confidence must be in (0, 1), got {self.confidence}")
         if self.kid_subsets < 1 or self.kid_subset_size < 2:
             raise ConfigError("evaluate.kid_subsets must be >= 1 and evaluate.kid_subset_size >= 2")
+        if not self.cmmd_sigma > 0:
+            raise ConfigError(f"evaluate.cmmd_sigma must be > 0, got {self.cmmd_sigma}")
+        if self.cmmd_estimator not in ("biased", "unbiased"):
+            raise ConfigError(f"evaluate.cmmd_estimator must be biased or unbiased, got {self.cmmd_estimator!r}")
         if self.prdc_k < 1:
             raise ConfigError(f"evaluate.prdc_k must be >= 1, got {self.prdc_k}")
         if self.vendi_q < 0:
@@ -155,10 +184,10 @@ class EvaluateConfig:
                 raise ConfigError(f"evaluate.weights: unknown extractor {name!r}; available: {', '.join(EXTRACTORS.names())}")
 
     def metric_specs(self) -> list[tuple[str, str]]:
-        """``(metric, extractor)`` pairs, without repeats, in the order given."""
+        """``(metric, extractor)`` pairs, without repeats: FD-DINOv2 and CMMD first, the rest in the order given."""
         pairs: list[tuple[str, str]] = []
         for spec in self.metrics:
             pair = parse_metric_spec(spec, self.extractor)
             if pair not in pairs:
                 pairs.append(pair)
-        return pairs
+        return headline_first(pairs)

@@ -8,6 +8,7 @@
 inception      FID's Inception v3 (TF 2015-12-05 graph, pytorch-fid / torch-fidelity weights)
 clip           OpenAI CLIP ViT-L/14 through open_clip (torchmetrics' CLIPScore backbone)
 clip-b32       OpenAI CLIP ViT-B/32 through open_clip (Hessel et al.'s CLIP-S backbone)
+clip-l14-336   OpenAI CLIP ViT-L/14@336 through open_clip (CMMD's network, Jayasumana et al. 2024)
 dinov2         DINOv2 ViT-L/14 through timm (FD-DINOv2, Stein et al. 2023)
 classifier     your own classifier (a timm architecture + your state dict): domain features
 lpips          LPIPS v0.1 embeddings (AlexNet + the lpips package's heads)

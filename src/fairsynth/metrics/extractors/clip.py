@@ -1,15 +1,17 @@
 """OpenAI CLIP image (and prompt) embeddings through open_clip, offline.
 
-Two backbones are registered: ``clip`` (ViT-L/14, the backbone of torchmetrics' ``CLIPScore``)
-and ``clip-b32`` (ViT-B/32, the backbone of Hessel et al.'s CLIP-S). The weights are the
-open_clip safetensors files on the Hugging Face Hub (``timm/vit_*_clip_224.openai``), loaded
+Three backbones are registered: ``clip`` (ViT-L/14, the backbone of torchmetrics' ``CLIPScore``),
+``clip-b32`` (ViT-B/32, the backbone of Hessel et al.'s CLIP-S) and ``clip-l14-336`` (ViT-L/14 at
+336 px, the network CMMD is defined on, Jayasumana et al. 2024). The weights are the open_clip
+safetensors files on the Hugging Face Hub (``timm/vit_*_clip_{224,336}.openai``), loaded
 into a network open_clip builds from its bundled config; prompts are tokenised by open_clip's
 bundled BPE vocabulary, so nothing is downloaded once the weights are here.
 
-Images follow the shared size policy (whole image, Lanczos, 224×224) and are then scaled to
-[0, 1] and normalised with CLIP's mean and std. CLIP's own preprocessing (bicubic resize of
-the short side and a centre crop) is not used; for square images the two differ only in the
-resize filter. Features are the projected image embeddings (not normalised; metrics normalise).
+Images follow the shared size policy (whole image, Lanczos, to 224×224 or 336×336) and are then
+scaled to [0, 1] and normalised with CLIP's mean and std. CLIP's own preprocessing (bicubic
+resize of the short side and a centre crop) is not used; for square images the two differ only
+in the resize filter (the CMMD reference code resizes bicubically to 336×336: the same kind of
+small, recorded difference). Features are the projected image embeddings (not normalised; metrics normalise).
 """
 
 from __future__ import annotations
@@ -47,6 +49,17 @@ CLIP_B32_WEIGHTS = register_weights(
         hf_repo="timm/vit_base_patch32_clip_224.openai",
         hf_filename="open_clip_model.safetensors",
         size="605 MB",
+    )
+)
+
+CLIP_L14_336_WEIGHTS = register_weights(
+    WeightsFile(
+        name="clip-l14-336",
+        filename="open_clip_vit_l_14_336_openai.safetensors",
+        what="CLIP ViT-L/14@336 (OpenAI weights, open_clip format; CMMD's network)",
+        hf_repo="timm/vit_large_patch14_clip_336.openai",
+        hf_filename="open_clip_model.safetensors",
+        size="1.7 GB",
     )
 )
 
@@ -118,3 +131,20 @@ class CLIPViTB32(CLIPExtractor):
     feature_dim = 512
     implementation = "open_clip ViT-B-32-quickgelu with OpenAI weights; projected image embedding, CLIP mean/std normalisation"
     weights_file = CLIP_B32_WEIGHTS
+
+
+@EXTRACTORS.register(
+    "clip-l14-336", help="OpenAI CLIP ViT-L/14@336 via open_clip (CMMD's network, Jayasumana et al. 2024), 336 px, 768-d"
+)
+class CLIPViTL14At336(CLIPExtractor):
+    """OpenAI CLIP ViT-L/14 at 336 px: the embeddings CMMD is defined on."""
+
+    name = "clip-l14-336"
+    model_name = "ViT-L-14-336-quickgelu"
+    input_size = (336, 336)
+    feature_dim = 768
+    implementation = (
+        "open_clip ViT-L-14-336-quickgelu with OpenAI weights, 336 px; projected image embedding, CLIP mean/std "
+        "normalisation"
+    )
+    weights_file = CLIP_L14_336_WEIGHTS
