@@ -126,6 +126,14 @@ def test_compare_writes_the_table_and_reuses_finished_runs(derm_study, tmp_path,
     delta = result["table"]["accuracy"]["delta_vs_real"]["mixed"]
     by_hand = [result["runs"]["mixed"][s]["accuracy"] - result["runs"]["real"][s]["accuracy"] for s in (0, 1)]
     assert delta["mean"] == pytest.approx(np.mean(by_hand))
+    # beside the t-interval over seeds: a bootstrap over test images, and the line saying what was compared how
+    images = delta["test_images"]
+    assert images["resamples"] == 50 and set(images["per_seed"]) == {"0", "1"}
+    assert images["low"] <= delta["mean"] <= images["high"]
+    tests = result["tests"]
+    assert tests["images_by_group"] == {"I-II": 16, "III-IV": 16, "V-VI": 16} and tests["seeds"] == [0, 1]
+    assert "Compared on: 2 seeds (0, 1); test set: the test split, 48 images (I-II 16, III-IV 16, V-VI 16)" in table
+    assert "paired t-interval over seeds (Student's t, 1 df)" in table and "; test images [" in table
 
     def refuse(*args, **kwargs):
         raise AssertionError("a finished run was trained again")

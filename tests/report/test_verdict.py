@@ -55,7 +55,12 @@ def test_the_verdict_is_the_studys_numbers_on_its_headline_test_set(study):
     assert (f"macro AUROC {row['arms']['mixed']['mean']:.3f} against {row['arms']['real']['mean']:.3f}, a difference of "
             f"{_signed(delta['mean'])} (95 % interval {_signed(delta['low'])} to {_signed(delta['high'])}, paired over "
             f"{delta['n']} seeds") in said["overall"]
-    assert said["overall"].endswith(": within noise." if delta["within_noise"] else ", beyond noise.")
+    over_images = (delta.get("test_images") or {}).get("low") is not None  # compare.json's bootstrap over test images
+    within = ": within noise over seeds." if over_images else ": within noise."
+    assert said["overall"].endswith(within if delta["within_noise"] else ", beyond noise.")
+    if over_images:
+        images = delta["test_images"]
+        assert f"; over test images {_signed(images['low'])} to {_signed(images['high'])})" in said["overall"]
     # the rarest group, from prepared/counts.csv
     counts = pd.read_csv(study / "prepared" / "counts.csv", index_col=0).loc["total"]
     groups = {"I-II": counts["FST I"] + counts["FST II"], "III-IV": counts["FST III"] + counts["FST IV"],
@@ -115,7 +120,8 @@ def _edit(work: Path, name: str, key: str, arm: str, **delta) -> None:
 ], ids=["better", "worse", "within-noise", "one-seed"])
 def test_the_words_follow_the_interval(study, tmp_path, delta, overall, tail):
     work = copy_study(study, tmp_path / "w", "prepared", "generated", "downstream")
-    _edit(work, "world-test", "macro_auroc", "mixed", **delta)
+    # the words of the t-interval over seeds alone (with a test-image interval beside it: the test below)
+    _edit(work, "world-test", "macro_auroc", "mixed", test_images=None, **delta)
     said = sentences(work)["overall"]
     assert overall in said and said.endswith(tail), said
     if delta["low"] is not None:
@@ -124,7 +130,7 @@ def test_the_words_follow_the_interval(study, tmp_path, delta, overall, tail):
 
 def test_a_narrower_gap_beyond_noise_is_fairer_and_a_test_image_interval_is_shown(study, tmp_path):
     work = copy_study(study, tmp_path / "g", "prepared", "generated", "downstream")
-    _edit(work, "world-test", "auroc_gap", "mixed", mean=-0.08, low=-0.12, high=-0.04, within_noise=False)
+    _edit(work, "world-test", "auroc_gap", "mixed", mean=-0.08, low=-0.12, high=-0.04, within_noise=False, test_images=None)
     _edit(work, "world-test", "auroc.V-VI", "mixed", mean=0.02, low=-0.01, high=0.05, within_noise=True,
           test_images={"low": 0.004, "high": 0.036, "within_noise": False})
     said = sentences(work)["rarest"]

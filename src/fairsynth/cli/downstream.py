@@ -75,7 +75,7 @@ def downstream_compare(
     from fairsynth.downstream.compare import render_table
 
     console.print(render_table(result["table"], result["arms"], result["seeds"], result.get("test_sets"),
-                               result.get("oracle_share")), markup=False)
+                               result.get("oracle_share"), (result.get("tests") or {}).get("description")), markup=False)
 
 
 @downstream_app.command("train", context_settings={"allow_extra_args": False})

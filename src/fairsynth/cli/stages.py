@@ -104,7 +104,7 @@ def _stage_downstream(recipe, action) -> None:
         arms = "real"
     compared = _run_downstream(recipe, arms, None)
     console.print(render_table(compared["table"], compared["arms"], compared["seeds"], compared.get("test_sets"),
-                               compared.get("oracle_share")), markup=False)
+                               compared.get("oracle_share"), (compared.get("tests") or {}).get("description")), markup=False)
 
 
 def _stage_report(recipe, action) -> None:

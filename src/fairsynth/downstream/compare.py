@@ -4,9 +4,12 @@ Each (arm, seed) run is trained by :func:`fairsynth.downstream.train.train_run` 
 ``<output>/<arm>/seed-<k>/``; a finished run is reused, so an interrupted comparison resumes.
 The table gives, per headline number, the mean ± standard deviation over seeds of each arm,
 and for every other arm its paired difference from the ``real`` arm (same seed, same test
-images): mean and a 95 % t-interval over seeds. A difference whose interval contains zero is
-reported as *within noise* — with three seeds that is the usual verdict for small effects, and
-the table says so rather than ranking arms by noise.
+images): mean and a 95 % t-interval over seeds (:data:`~fairsynth.downstream.paired.PAIRED_TEST`),
+and beside it a 95 % bootstrap interval over test images of the same mean difference
+(:data:`~fairsynth.downstream.paired.TEST_IMAGE_BOOTSTRAP`). A difference whose t-interval
+contains zero is reported as *within noise* — with three seeds that is the usual verdict for
+small effects, and the table says so rather than ranking arms by noise. Under every table one
+line gives the number of seeds, the test images per group and the tests used.
 """
 
 from __future__ import annotations
@@ -22,7 +25,15 @@ from scipy import stats
 
 from fairsynth.downstream.config import DownstreamConfig
 from fairsynth.downstream.data import Sets, check_sets, load_sets
-from fairsynth.downstream.train import CellGenerator, predict_saved_run, save_run, train_run
+from fairsynth.downstream.paired import (
+    PAIRED_TEST,
+    TEST_IMAGE_BOOTSTRAP,
+    describe,
+    draw_runs,
+    images_by_group,
+    paired_difference,
+)
+from fairsynth.downstream.train import CellGenerator, predict_saved_run, read_predictions, save_run, train_run
 from fairsynth.io import atomic_write_text, remove_temporaries
 
 #: Headline numbers of the table: (key, label, higher is better).
@@ -114,23 +125,29 @@ def _delta(delta: dict[str, Any]) -> str:
     if delta["mean"] is None:
         return "undefined"
     if delta["low"] is None:
-        return f"{delta['mean']:+.3f} (one seed)"
-    verdict = "within noise" if delta["within_noise"] else "beyond noise"
-    return f"{delta['mean']:+.3f} [{delta['low']:+.3f}, {delta['high']:+.3f}] {verdict}"
+        text = f"{delta['mean']:+.3f} (one seed)"
+    else:
+        verdict = "within noise" if delta["within_noise"] else "beyond noise"
+        text = f"{delta['mean']:+.3f} [{delta['low']:+.3f}, {delta['high']:+.3f}] {verdict}"
+    images = delta.get("test_images") or {}
+    if images.get("low") is not None:
+        text += f"; test images [{images['low']:+.3f}, {images['high']:+.3f}]"
+    return text
 
 
 def render_table(table: dict[str, Any], arms: list[str], seeds: list[int], test_sets: dict[str, Any] | None = None,
-                 oracle_share: dict[str, Any] | None = None) -> str:
+                 oracle_share: dict[str, Any] | None = None, tests: str | None = None) -> str:
     """A Markdown table: arms' mean ± sd over seeds, then paired deltas from `real` with 95 % intervals;
-    then one table per external test set, and the share of the oracle's effect the synthetic arms reach."""
+    then one table per external test set, and the share of the oracle's effect the synthetic arms reach.
+    ``tests`` (and each test set's ``tests``) is the line naming the seeds, test images and tests used."""
     sections = []
     if test_sets:
         sections.append("## In-distribution test split\n")
-    sections.append(_render_one(table, arms, seeds))
+    sections.append(_render_one(table, arms, seeds, tests))
     for name, part in (test_sets or {}).items():
         groups = ", ".join(f"{g} {n}" for g, n in part["images_by_group"].items())
         sections.append(f"\n## External test set `{name}` ({part['images']} images: {groups})\n")
-        sections.append(_render_one(part["table"], arms, seeds))
+        sections.append(_render_one(part["table"], arms, seeds, (part.get("tests") or {}).get("description")))
     if oracle_share:
         from fairsynth.downstream.ceiling import render_shares
 
@@ -138,7 +155,7 @@ def render_table(table: dict[str, Any], arms: list[str], seeds: list[int], test_
     return "\n".join(sections)
 
 
-def _render_one(table: dict[str, Any], arms: list[str], seeds: list[int]) -> str:
+def _render_one(table: dict[str, Any], arms: list[str], seeds: list[int], tests: str | None = None) -> str:
     others = [arm for arm in arms if arm != "real"] if "real" in arms else []
     header = ["metric", *arms, *[f"{arm} − real" for arm in others]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -150,9 +167,41 @@ def _render_one(table: dict[str, Any], arms: list[str], seeds: list[int]) -> str
     lines.append("")
     lines.append(
         f"Seeds {', '.join(map(str, seeds))}; mean ± sd over seeds; deltas are paired by seed with a 95 % t-interval, "
-        "'within noise' when the interval contains 0. Selection on the validation split; test read once per run."
+        "'within noise' when the interval contains 0; 'test images': a 95 % bootstrap interval of the same mean delta "
+        "over the test images. Selection on the validation split; test read once per run."
     )
+    if tests:
+        lines.append("")
+        lines.append(f"Compared on: {tests}.")
     return "\n".join(lines) + "\n"
+
+
+def add_test_image_intervals(
+    table: dict[str, Any], output: Path, config: DownstreamConfig, test_set: str | None, label: str,
+) -> dict[str, Any]:
+    """Add to every delta of ``table`` its bootstrap interval over test images (``delta["test_images"]``),
+    from the runs' saved predictions; returns the description of the comparison (seeds, test images
+    per group, tests)."""
+    file = "predictions.csv" if test_set is None else f"predictions-{test_set}.csv"
+    predictions = {
+        (arm, seed): read_predictions(output / arm / f"seed-{seed}" / file) for arm in config.arms for seed in config.seeds
+    }
+    ddi = config.group_by == "fst"
+    draws = draw_runs(predictions, high_risk=config.high_risk, min_positives=config.min_positives,
+                      resamples=config.bootstrap_resamples, ddi_groups=ddi)
+    if "real" in config.arms:
+        base = {seed: draws[("real", seed)] for seed in config.seeds}
+        for key, row in table.items():
+            for arm in config.arms:
+                if arm != "real":
+                    arm_draws = {seed: draws[(arm, seed)] for seed in config.seeds}
+                    row["delta_vs_real"][arm]["test_images"] = paired_difference(arm_draws, base, key)["test_images"]
+    groups = images_by_group(next(iter(predictions.values())), ddi)
+    return {
+        "seeds": list(config.seeds), "images_by_group": groups, "resamples": config.bootstrap_resamples,
+        "paired_test": PAIRED_TEST, "test_image_bootstrap": TEST_IMAGE_BOOTSTRAP,
+        "description": describe(config.seeds, groups, config.bootstrap_resamples, label),
+    }
 
 
 def compare(
@@ -217,12 +266,18 @@ def compare(
             "images_by_group": {g: by_group[g] for g in sorted(by_group)},
             "table": summarise(external, config.seeds), "runs": external,
         }
+    if write_table:
+        result["tests"] = add_test_image_intervals(table, output, config, None, "the test split")
+        for name in sets.external:
+            part = result["test_sets"][name]
+            part["tests"] = add_test_image_intervals(part["table"], output, config, name, name)
     if write_table and "oracle" in config.arms and "real" in config.arms:
         from fairsynth.downstream.ceiling import oracle_shares
 
         result["oracle_share"] = oracle_shares(output, config, [None, *sets.external])
     if write_table:  # compare.json last: its presence says the comparison is complete
         atomic_write_text(output / "compare.md", render_table(
-            table, config.arms, config.seeds, result["test_sets"], result.get("oracle_share")))
+            table, config.arms, config.seeds, result["test_sets"], result.get("oracle_share"),
+            result["tests"]["description"]))
         atomic_write_text(output / "compare.json", json.dumps(result, indent=1) + "\n")
     return result
