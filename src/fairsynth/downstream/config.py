@@ -12,10 +12,19 @@
 
 Run with ``fairsynth downstream compare --config recipe.yaml``. Model selection and early
 stopping use the *validation* split only; the test split is read once, by the selected model.
+Two protocols extend the comparison (each its own stage of ``fairsynth run``):
+
+    downstream:
+      curve:                       # fairsynth downstream curve: the mixed arm at each synthetic:real ratio
+        ratios: [0, 0.25, 0.5, 1, 2, 5, 10]
+      ablate:                      # fairsynth downstream ablate: remove real images of one group
+        group: V-VI
+        keep: [1, 0.5, 0.25, 0.1, 0]
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -91,6 +100,90 @@ class HybridConfig:
                 raise ConfigError(f"downstream.hybrid.{name} must be >= 1, got {getattr(self, name)}")
 
 
+def _check_test_set(where: str, name: str) -> None:
+    if name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ConfigError(f"{where}.test_set: {name!r} is not a test set name (`test`, or a name of downstream.test_sets)")
+
+
+@dataclass
+class CurveConfig:
+    """`fairsynth downstream curve`: the mixed arm at each synthetic:real ratio, every ratio with every seed.
+
+    At ratio r the mixed arm trains on every real training image plus r times as many synthetic
+    ones, drawn from the generated set per class × group cell in proportion to the set's own
+    cells (its planned balance), seeded by the run's seed and nested (a smaller ratio's images
+    are among a larger one's). Ratio 0 is the real-only arm, the baseline of every difference.
+    """
+
+    ratios: list[float] = knob(
+        [0, 0.25, 0.5, 1, 2, 5, 10], "Synthetic:real ratios (synthetic images per real training image); 0 is always "
+        "run: the real-only baseline. Where the generated set is too small the point says how far it got.",
+    )
+    epochs: int | None = knob(None, "Epochs of each ratio's runs; None: downstream.epochs (fewer make a quick curve).")
+    test_set: str = knob(
+        "", "Test set of the plot and the headline: `test` (the in-distribution split) or a name of downstream.test_sets; "
+        "empty: the first external test set, else the test split. Every test set is in curve.json.",
+    )
+
+    def __post_init__(self) -> None:
+        if not self.ratios:
+            raise ConfigError("downstream.curve.ratios is empty")
+        for ratio in self.ratios:
+            if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not math.isfinite(ratio):
+                raise ConfigError(f"downstream.curve.ratios: {ratio!r} is not a number")
+            if ratio < 0:
+                raise ConfigError(f"downstream.curve.ratios: ratio {ratio:g} is below 0; a synthetic:real ratio is >= 0")
+        if len(set(map(float, self.ratios))) != len(self.ratios):
+            raise ConfigError(f"downstream.curve.ratios has a ratio twice: {self.ratios}")
+        if self.epochs is not None and self.epochs < 1:
+            raise ConfigError(f"downstream.curve.epochs must be >= 1, got {self.epochs}")
+        _check_test_set("downstream.curve", self.test_set)
+
+
+@dataclass
+class AblateConfig:
+    """`fairsynth downstream ablate`: how much real data of one group the synthetic set can replace.
+
+    At each share kept, that share of the group's real training images stays (seeded by the run's
+    seed, stratified by class and skin type, nested: a smaller share keeps a subset of a larger
+    one's images) and every other real image too; the real-only arm, the mixed arm (the synthetic
+    images the mixed arm uses with every real image, held fixed) and, on a procedural world, the
+    oracle arm train on it.
+    """
+
+    group: str = knob(
+        "V-VI", "The group whose real training images are removed: a value of downstream.group_by (a skin type, e.g. "
+        "VI) or, for skin types, a DDI group (I-II, III-IV, V-VI).",
+    )
+    keep: list[float] = knob(
+        [1, 0.5, 0.25, 0.1, 0], "Shares of the group's real training images kept, each in [0, 1]; the headline needs 1 "
+        "and 0 (real-only across the shares, mixed with all of them removed).",
+    )
+    epochs: int | None = knob(None, "Epochs of each run; None: downstream.epochs.")
+    test_set: str = knob(
+        "", "Test set of the plot and the headline: `test` or a name of downstream.test_sets; empty: the first external "
+        "test set (a balanced one is what this question needs), else the test split.",
+    )
+
+    def __post_init__(self) -> None:
+        if not str(self.group).strip():
+            raise ConfigError("downstream.ablate.group is empty; name a group, e.g. V-VI")
+        self.group = str(self.group)
+        if not self.keep:
+            raise ConfigError("downstream.ablate.keep is empty")
+        for share in self.keep:
+            if not isinstance(share, (int, float)) or isinstance(share, bool) or not math.isfinite(share):
+                raise ConfigError(f"downstream.ablate.keep: {share!r} is not a number")
+            if not 0.0 <= share <= 1.0:
+                raise ConfigError(f"downstream.ablate.keep: share {share:g} is outside [0, 1] (the share of the group's "
+                                  "real training images kept)")
+        if len(set(map(float, self.keep))) != len(self.keep):
+            raise ConfigError(f"downstream.ablate.keep has a share twice: {self.keep}")
+        if self.epochs is not None and self.epochs < 1:
+            raise ConfigError(f"downstream.ablate.epochs must be >= 1, got {self.epochs}")
+        _check_test_set("downstream.ablate", self.test_set)
+
+
 @dataclass
 class DownstreamConfig:
     """The downstream classifier: data, backbone, training protocol and evaluation."""
@@ -150,6 +243,8 @@ class DownstreamConfig:
     min_positives: int = knob(2, "Fewest positives (and negatives) of a class in a group for its AUROC to count.")
     mix: MixConfig = knob(default_factory=MixConfig, help="How the mixed arm combines real and synthetic images.")
     hybrid: HybridConfig = knob(default_factory=HybridConfig, help="The hybrid arm's generation rounds.")
+    curve: CurveConfig = knob(default_factory=CurveConfig, help="The synthetic:real ratio curve (`downstream curve`).")
+    ablate: AblateConfig = knob(default_factory=AblateConfig, help="The minority-real ablation (`downstream ablate`).")
 
     def __post_init__(self) -> None:
         unknown = [arm for arm in self.arms if arm not in ARMS]

@@ -171,7 +171,8 @@ def headline_draws(p: fairness.Predictions, counts: np.ndarray, high_risk: Seque
     """The headline numbers of :func:`fairsynth.downstream.compare.headline`, per replicate ``(R,)``.
 
     With ``ddi_groups`` (skin types as the group) per-group AUROC and the AUROC gap are on DDI's
-    groups I-II / III-IV / V-VI, and ``auroc_gap_types`` on the six types.
+    groups I-II / III-IV / V-VI, ``auroc_gap_types`` on the six types, and ``auroc_type.<type>``
+    is each type's AUROC.
     """
     types = report_draws(p, counts, high_risk, min_positives, min_positives)
     grouped = report_draws(fairness.regroup(p, fairness.ddi_group), counts, (), min_positives, min_positives) if ddi_groups else types
@@ -183,6 +184,10 @@ def headline_draws(p: fairness.Predictions, counts: np.ndarray, high_risk: Seque
     for path, value in grouped.items():
         if path[0] == "group_auroc":
             out[f"auroc.{path[1]}"] = value
+    if ddi_groups:  # each skin type too, for a protocol that names one (e.g. an ablation of type VI)
+        for path, value in types.items():
+            if path[0] == "group_auroc":
+                out[f"auroc_type.{path[1]}"] = value
     for name in ("equalized_odds_difference", "equal_opportunity_difference", "demographic_parity_difference"):
         out[name] = types[(name,)]
     out["high_risk_sensitivity"] = types[("high_risk_sensitivity", "overall")]
