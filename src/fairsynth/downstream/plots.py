@@ -95,9 +95,9 @@ def ablate_figure(result: dict[str, Any]) -> bytes:
     worth = result.get("worth") or {}
     level = worth.get("mixed_none_kept")
     if level is not None:
-        axes.axhline(level, color=colours["mixed"], ls="--", lw=0.8, alpha=0.7)
-    if worth.get("share") is not None:
-        axes.axvline(worth["share"], color="grey", ls=":", lw=1)
+        axes.axhline(level, color=colours["mixed"], ls="--", lw=0.8, alpha=0.7, label="real + synthetic, none kept")
+    if worth.get("share"):  # where real only reaches that level: what the synthetic set is worth
+        axes.axvline(worth["share"], color="grey", ls=":", lw=1, label=f"worth {worth['share']:.0%} of the real images")
     axes.set_xlabel(f"share of the real {result['group']} training images kept")
     axes.set_ylabel(number["label"])
     axes.grid(alpha=0.3)
