@@ -162,3 +162,38 @@ def test_a_study_without_the_upstream_stage_hashes_what_it_reads_from_it(tmp_pat
     assert before["train"] == after["train"] and before["generate"] != after["generate"]
     prepared.write_text('{"changed": 1}\n')
     assert fingerprints(part, stages_of(part))["train"] != after["train"]
+
+
+def test_the_curve_and_ablation_are_stages_whose_settings_rerun_only_themselves(tmp_path):
+    full = "stages=[world, prepare, train, classifier, generate, evaluate, downstream, curve, ablate, report]"
+    recipe = demo(tmp_path, full)
+    assert [stage.name for stage in stages_of(recipe)][-4:] == ["downstream", "curve", "ablate", "report"]
+    before = fingerprints(recipe, stages_of(recipe))
+    ratios = fingerprints(demo(tmp_path, full, "downstream.curve.ratios=[0, 1]"), stages_of(recipe))
+    assert [n for n in before if before[n] != ratios[n]] == ["curve", "report"]
+    keep = fingerprints(demo(tmp_path, full, "downstream.ablate.keep=[1, 0]"), stages_of(recipe))
+    assert [n for n in before if before[n] != keep[n]] == ["ablate", "report"]
+    seeds = fingerprints(demo(tmp_path, full, "downstream.epochs=5"), stages_of(recipe))
+    assert {"classifier", "downstream", "curve", "ablate"} <= {n for n in before if before[n] != seeds[n]}
+    switched = fingerprints(demo(tmp_path, full, "downstream.curve.enabled=true"), stages_of(recipe))
+    assert switched == before  # whether a recipe without stages runs it is no setting of its runs
+    # a recipe that names no stages runs them when enabled
+    plain = load_recipe(None, [f"workdir={tmp_path / 'p'}", "downstream.curve.enabled=true"])
+    assert "curve" in [s.name for s in stages_of(plain)] and "ablate" not in [s.name for s in stages_of(plain)]
+
+
+def test_a_stale_comparison_leaves_the_curve_and_ablation_files_alone(tmp_path):
+    full = "stages=[world, prepare, train, classifier, generate, evaluate, downstream, curve, ablate, report]"
+    recipe = demo(tmp_path, full)
+    downstream = Path(recipe.downstream.output)
+    for name in ("compare.json", "curve.json", "ablate.md", "mixed/seed-0/metrics.json", "curve/ratio-0/seed-0/metrics.json"):
+        (downstream / name).parent.mkdir(parents=True, exist_ok=True)
+        (downstream / name).write_text("x")
+    stages = {stage.name: stage for stage in stages_of(recipe)}
+    assert downstream / "compare.json" in stages["downstream"].folders and downstream / "mixed" in stages["downstream"].folders
+    assert not {downstream / "curve.json", downstream / "curve", downstream / "ablate.md"} & set(stages["downstream"].folders)
+    assert downstream / "curve" in stages["curve"].folders and downstream / "ablate.md" in stages["ablate"].folders
+    without_classifier = demo(tmp_path, "stages=[world, prepare, train, downstream, curve]", "filter.checks=[resolution]",
+                              "filter.options={}", "evaluate.metrics=[fd@inception]")
+    folders = {stage.name: stage for stage in stages_of(without_classifier)}["downstream"].folders
+    assert downstream not in folders and downstream / "compare.json" in folders and downstream / "curve.json" not in folders

@@ -30,8 +30,9 @@ class Recipe:
     workdir: str = knob("", "Folder for this study's outputs, one subfolder per stage; default runs/<name>.")
     stages: list[str] = knob(
         [], "Stages `fairsynth run` runs, in order, from world, prepare, train, classifier, generate, evaluate, "
-        "downstream, report; empty: world (when the recipe has one), prepare, train, classifier (when the "
-        "classifier_confidence filter reads the study's own classifier), generate, downstream, report."
+        "downstream, curve, ablate, report; empty: world (when the recipe has one), prepare, train, classifier (when "
+        "the classifier_confidence filter reads the study's own classifier), generate, downstream, curve and ablate "
+        "(when downstream.curve.enabled / downstream.ablate.enabled), report."
     )
     world: WorldConfig | None = knob(
         None, "Generate the procedural dermatology world first (the embedded default's data) "

@@ -1,7 +1,7 @@
 """The whole study as one run: stages, their fingerprints, and what is up to date.
 
 ``fairsynth run recipe.yaml`` goes world → prepare → train → classifier → generate →
-evaluate → downstream → report. Each stage has a **fingerprint**: a SHA-256 of the recipe
+evaluate → downstream → curve → ablate → report. Each stage has a **fingerprint**: a SHA-256 of the recipe
 sections it reads, the digests of its input files where it reads files the study did not
 make, and the fingerprints of the stages before it. ``<workdir>/run-state.json`` records, per
 stage, the fingerprint it *started* with and the one it *finished* with:
@@ -37,7 +37,9 @@ if TYPE_CHECKING:
     from fairsynth.recipe import Recipe
 
 #: Every stage, in the order a study runs them.
-STAGES: tuple[str, ...] = ("world", "prepare", "train", "classifier", "generate", "evaluate", "downstream", "report")
+STAGES: tuple[str, ...] = (
+    "world", "prepare", "train", "classifier", "generate", "evaluate", "downstream", "curve", "ablate", "report",
+)
 
 #: The file that records what ran with which fingerprint.
 STATE_NAME = "run-state.json"
@@ -60,6 +62,8 @@ class Stage:
         outputs: files whose presence says the stage finished.
         folders: what the stage writes, moved aside when it is stale.
         inputs: files the study did not make that the stage reads (their bytes enter the fingerprint).
+        ignore: dotted keys of those sections the stage does not read (``downstream.curve`` for the
+            comparison), left out of its fingerprint so that changing them does not rerun it.
     """
 
     name: str
@@ -68,6 +72,7 @@ class Stage:
     outputs: tuple[Path, ...]
     folders: tuple[Path, ...]
     inputs: tuple[Path, ...] = ()
+    ignore: tuple[str, ...] = ()
 
 
 def needs_classifier(recipe: "Recipe", stages: Sequence[str] = ("generate",)) -> bool:
@@ -81,9 +86,25 @@ def needs_classifier(recipe: "Recipe", stages: Sequence[str] = ("generate",)) ->
     return "evaluate" in stages and Path(recipe.evaluate.weights.get("classifier", "")).parent == own
 
 
+#: Settings of the curve and the ablation, read by their own stages only.
+PROTOCOL_SETTINGS: tuple[str, ...] = ("downstream.curve", "downstream.ablate")
+
+#: Files the curve and ablate stages write in the downstream folder (each stage's own).
+PROTOCOL_FILES: dict[str, tuple[str, ...]] = {
+    "curve": ("curve", "curve.json", "curve.md", "curve.png", "curve-config.yaml"),
+    "ablate": ("ablate", "ablate.json", "ablate.md", "ablate.png", "ablate-config.yaml"),
+}
+
+
 def default_stages(recipe: "Recipe") -> list[str]:
-    """The stages a recipe runs when it names none: all that it configures."""
-    stages = [name for name in STAGES if name not in ("world", "classifier", "evaluate")]
+    """The stages a recipe runs when it names none: all that it configures (the ratio curve and
+    the ablation where ``downstream.curve.enabled`` / ``downstream.ablate.enabled``)."""
+    skipped = {"world", "classifier", "evaluate"}
+    if not recipe.downstream.curve.enabled:
+        skipped.add("curve")
+    if not recipe.downstream.ablate.enabled:
+        skipped.add("ablate")
+    stages = [name for name in STAGES if name not in skipped]
     if recipe.world is not None:
         stages.insert(0, "world")
     if needs_classifier(recipe):
@@ -116,6 +137,8 @@ def stages_of(recipe: "Recipe") -> list[Stage]:
     # embedded base is named by the train section itself.
     base = Path(recipe.train.base.source)
     base_inputs = (base,) if recipe.train.base.source not in ("", "embedded", "embedded-sdxl") and base.exists() else ()
+    # the curve and ablate stages own their files in the downstream folder: a stale comparison leaves them
+    protocol_paths = {downstream / name for files in PROTOCOL_FILES.values() for name in files}
     downstream_folders: tuple[Path, ...] = (downstream,)
     if "classifier" in names:
         # the classifier stage owns real/seed-<first>: a stale comparison must not take it along
@@ -123,7 +146,10 @@ def stages_of(recipe: "Recipe") -> list[Stage]:
         downstream_folders = tuple(
             path for path in [*_children(downstream), *_children(downstream / "real")]
             if path not in (downstream / "real", classifier_dir, downstream / "config.yaml")  # rewritten by both
+            and path not in protocol_paths
         )
+    elif protocol_paths & set(_children(downstream)):
+        downstream_folders = tuple(path for path in _children(downstream) if path not in protocol_paths)
     # the world's external test world, written by the world stage and prepared by the prepare stage
     tested = recipe.world is not None and recipe.world.test_per_type > 0
     world_outputs = (recipe.world_dir / "fitzpatrick17k.csv",) + ((recipe.world_test_dir / "fitzpatrick17k.csv",) if tested else ())
@@ -144,7 +170,7 @@ def stages_of(recipe: "Recipe") -> list[Stage]:
         "classifier": Stage(
             "classifier", ("downstream",), ("prepare",),
             (downstream / "real" / f"seed-{first_seed}" / "model.safetensors",),
-            (downstream / "real" / f"seed-{first_seed}",),
+            (downstream / "real" / f"seed-{first_seed}",), ignore=PROTOCOL_SETTINGS,
         ),
         "generate": Stage(
             "generate", ("generate", "filter"), ("prepare", "train", "classifier"),
@@ -156,7 +182,17 @@ def stages_of(recipe: "Recipe") -> list[Stage]:
         ),
         "downstream": Stage(
             "downstream", ("downstream",), ("prepare", "generate"), (downstream / "compare.json",), downstream_folders,
-            test_inputs,
+            test_inputs, ignore=PROTOCOL_SETTINGS,
+        ),
+        "curve": Stage(
+            "curve", ("downstream",), ("prepare", "generate"), (downstream / "curve.json",),
+            tuple(downstream / name for name in PROTOCOL_FILES["curve"]), test_inputs,
+            ignore=("downstream.ablate", "downstream.arms", "downstream.hybrid", "downstream.curve.enabled"),
+        ),
+        "ablate": Stage(
+            "ablate", ("downstream",), ("world", "prepare", "generate"), (downstream / "ablate.json",),
+            tuple(downstream / name for name in PROTOCOL_FILES["ablate"]), test_inputs,
+            ignore=("downstream.curve", "downstream.arms", "downstream.hybrid", "downstream.ablate.enabled"),
         ),
         "report": Stage(
             "report", (), tuple(n for n in STAGES if n != "report"), (work / "report" / "index.html",), (work / "report",)
@@ -171,6 +207,10 @@ def stages_of(recipe: "Recipe") -> list[Stage]:
         ("downstream", "prepare"): recipe.downstream.real,
         ("evaluate", "generate"): recipe.evaluate.synthetic,
         ("downstream", "generate"): recipe.downstream.synthetic if recipe.downstream.arms != ["real"] else "",
+        ("curve", "prepare"): recipe.downstream.real,
+        ("curve", "generate"): recipe.downstream.synthetic,
+        ("ablate", "prepare"): recipe.downstream.real,
+        ("ablate", "generate"): recipe.downstream.synthetic,
     }
     for (name, upstream), path in reads.items():
         if name in names and upstream not in names and path:
@@ -214,9 +254,18 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _section_values(recipe: "Recipe", section: str) -> Any:
+def _section_values(recipe: "Recipe", section: str, ignore: Sequence[str] = ()) -> Any:
+    """The values of one recipe section, without the dotted keys in ``ignore`` (``downstream.curve.enabled``)."""
     value = getattr(recipe, section)
-    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    values = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    for key in ignore:
+        head, *path = key.split(".")
+        node = values
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if head == section and path and isinstance(node, dict):
+            node.pop(path[-1], None)
+    return values
 
 
 def fingerprints(recipe: "Recipe", stages: Sequence[Stage], digest: Callable[[Path], str] = file_digest) -> dict[str, str]:
@@ -226,7 +275,7 @@ def fingerprints(recipe: "Recipe", stages: Sequence[Stage], digest: Callable[[Pa
         content = {
             "stage": stage.name,
             "seed": recipe.seed,
-            "sections": {section: _section_values(recipe, section) for section in stage.sections},
+            "sections": {section: _section_values(recipe, section, stage.ignore) for section in stage.sections},
             "inputs": {str(path): digest(path) for path in stage.inputs},
             "after": {name: out[name] for name in stage.after if name in out},
         }

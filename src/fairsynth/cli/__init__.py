@@ -17,7 +17,8 @@ evaluate        ``evaluate`` (and ``_run_evaluate``, ``print_results``)
 generate        ``generate`` (and ``_guarded``, ``_print_delivery``, shared with ``filter``)
 filter          ``filter``
 weights         ``weights list|fetch``
-downstream      ``downstream compare|train`` (and ``_run_downstream``)
+downstream      ``downstream compare|train|curve|ablate`` (and ``_run_downstream``, ``_run_curve``,
+                ``_run_ablate``)
 run             ``run`` (and ``_run_study``)
 sweep           ``sweep``
 stages          ``STAGE_RUNNERS``: what each stage of ``fairsynth run`` does

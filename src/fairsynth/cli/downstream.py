@@ -1,4 +1,5 @@
-"""`fairsynth downstream compare|train`: classifiers on real, synthetic and mixed data, and their fairness."""
+"""`fairsynth downstream compare|train|curve|ablate`: classifiers on real, synthetic and mixed data, and their
+fairness; the synthetic:real ratio curve and the ablation of a group's real images."""
 
 from __future__ import annotations
 
@@ -99,3 +100,149 @@ def downstream_train(
         f"model in {Path(recipe.downstream.output) / arm / f'seed-{seed}'}",
         markup=False,
     )
+
+
+# `downstream curve` and `downstream ablate`: the ratio curve and the minority-real ablation
+# (fairsynth.downstream.curve, fairsynth.downstream.ablate), also stages of `fairsynth run`
+
+
+def _number_list(text: str, option: str) -> str:
+    """A comma-separated list of numbers as a YAML list, or exit 2 naming the one that is not a number."""
+    values = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            float(item)
+        except ValueError:
+            _fail(f"{option}: {item!r} is not a number (expected e.g. {option} 0,0.25,0.5,1)")
+        values.append(item)
+    if not values:
+        _fail(f"{option} is empty")
+    return "[" + ", ".join(values) + "]"
+
+
+def _protocol_recipe(recipe, seeds: Optional[str]):
+    """A copy of ``recipe`` with --seeds applied (this run only)."""
+    import copy
+
+    recipe = copy.deepcopy(recipe)
+    if seeds:
+        try:
+            recipe.downstream.seeds = [int(s) for s in seeds.split(",") if s.strip()]
+            recipe.downstream.__post_init__()
+        except ValueError as err:
+            _fail(f"--seeds: {err}")
+    return recipe
+
+
+def _protocol_errors() -> tuple[type[BaseException], ...]:
+    from fairsynth.downstream.ablate import AblationError
+    from fairsynth.downstream.curve import CurveError
+    from fairsynth.downstream.data import DownstreamDataError
+    from fairsynth.downstream.model import BackboneError
+
+    return (CurveError, AblationError, DownstreamDataError, BackboneError, ConfigError, FileNotFoundError, ValueError)
+
+
+def _run_curve(recipe, seeds: Optional[str] = None) -> dict:
+    """`downstream curve` on ``recipe``: every ratio with every seed; prints and returns the result."""
+    from fairsynth.downstream.curve import curve, render_curve
+
+    recipe = _protocol_recipe(recipe, seeds)
+    cfg = recipe.downstream
+    try:
+        result = curve(cfg, cfg.output, log=lambda m: console.print(m, markup=False))
+        save_resolved(recipe, Path(cfg.output), "curve-config.yaml")  # beside its results, once they are there
+    except _protocol_errors() as err:
+        _fail(str(err).strip("'\""))
+    console.print(render_curve(result), markup=False)
+    console.print(f"saved {Path(cfg.output) / 'curve.md'}, curve.json and curve.png", markup=False)
+    return result
+
+
+def _run_ablate(recipe, seeds: Optional[str] = None) -> dict:
+    """`downstream ablate` on ``recipe``: every share, arm and seed; prints and returns the result."""
+    from fairsynth.downstream.ablate import ablate, render_ablation
+
+    recipe = _protocol_recipe(recipe, seeds)
+    cfg = recipe.downstream
+    try:
+        if recipe.world is not None and cfg.oracle:
+            from fairsynth.world.oracle import build_oracle_images
+
+            build_oracle_images(
+                recipe.world_dir / "world.json", cfg.synthetic, recipe.prepare, Path(cfg.oracle).parent,
+                caption_template=recipe.data.caption_template, seed=recipe.seed,
+            )
+        result = ablate(cfg, cfg.output, log=lambda m: console.print(m, markup=False))
+        save_resolved(recipe, Path(cfg.output), "ablate-config.yaml")  # beside its results, once they are there
+    except _protocol_errors() as err:
+        _fail(str(err).strip("'\""))
+    console.print(render_ablation(result), markup=False)
+    console.print(f"saved {Path(cfg.output) / 'ablate.md'}, ablate.json and ablate.png", markup=False)
+    return result
+
+
+@downstream_app.command("curve", context_settings={"allow_extra_args": False})
+def downstream_curve(
+    overrides: List[str] = typer.Argument(None, help="Dotted overrides, e.g. downstream.curve.epochs=10."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Recipe YAML."),
+    ratios: Optional[str] = typer.Option(
+        None, "--ratios", help="Comma-separated synthetic:real ratios, each >= 0; default downstream.curve.ratios."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds; default downstream.seeds."),
+) -> None:
+    """The mixed arm at each synthetic:real ratio, every ratio with every seed.
+
+    At ratio r the classifier trains on every real training image plus r times as many synthetic
+    images, drawn from the generated set per class x skin-type cell in proportion to its cells
+    (seeded); ratio 0 is the real-only baseline of every difference. Where the generated set is
+    too small, the point says how far it got (nothing is generated on demand). Accuracy,
+    balanced accuracy, AUROC per group and the AUROC gap, each with intervals over seeds and
+    over test images, go to <downstream.output>/curve.md, curve.json and curve.png. Finished
+    points are reused, so an interrupted curve continues.
+
+    Example: fairsynth downstream curve --config recipes/fairskin_derm.yaml --ratios 0,0.25,0.5,1,2,5,10
+    """
+    extra = list(overrides or [])
+    if ratios is not None:
+        extra.append(f"downstream.curve.ratios={_number_list(ratios, '--ratios')}")
+    recipe = _load_recipe(config, extra)
+    _hold_study(recipe.workdir, recipe.downstream.output)
+    _run_curve(recipe, seeds)
+
+
+@downstream_app.command("ablate", context_settings={"allow_extra_args": False})
+def downstream_ablate(
+    overrides: List[str] = typer.Argument(None, help="Dotted overrides, e.g. downstream.ablate.epochs=10."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Recipe YAML."),
+    keep: Optional[str] = typer.Option(
+        None, "--keep", help="Comma-separated shares of the group's real training images kept, each in [0, 1]; "
+        "default downstream.ablate.keep."),
+    group: Optional[str] = typer.Option(None, "--group", help="The group, e.g. V-VI or VI; default downstream.ablate.group."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds; default downstream.seeds."),
+) -> None:
+    """How many real images of a rare group the synthetic set is worth.
+
+    At each share kept, that share of the group's real training images stays (seeded,
+    stratified by class) with every other real image; real only, real + synthetic (the mixed
+    arm's synthetic images, held fixed) and, on a procedural world, the oracle train on it with
+    every seed. The group's AUROC against the share kept, and the headline: the share at which
+    real only matches real + synthetic with all of the group's real images removed, with its
+    interval, or that the set is worth none. Writes <downstream.output>/ablate.md, ablate.json
+    and ablate.png; finished runs are reused.
+
+    Example: fairsynth downstream ablate --config recipes/fairskin_derm.yaml --keep 1,0.5,0.25,0.1,0 --group V-VI
+    """
+    extra = list(overrides or [])
+    if keep is not None:
+        extra.append(f"downstream.ablate.keep={_number_list(keep, '--keep')}")
+    recipe = _load_recipe(config, extra)
+    if group is not None:
+        recipe.downstream.ablate.group = group  # as given: a YAML override would read "2" as a number
+        try:
+            recipe.downstream.ablate.__post_init__()
+        except ConfigError as err:
+            _fail(str(err))
+    _hold_study(recipe.workdir, recipe.downstream.output)
+    _run_ablate(recipe, seeds)

@@ -15,7 +15,7 @@ from fairsynth.cli.stages import STAGE_RUNNERS
 def run(
     recipe_path: Path = typer.Argument(..., metavar="RECIPE", help="Recipe YAML."),
     overrides: List[str] = typer.Argument(None, help="Dotted overrides, e.g. train.steps=600 generate.plan.total=120."),
-    until: Optional[str] = typer.Option(None, "--until", help="Last stage to run (world, prepare, train, classifier, generate, evaluate, downstream, report)."),
+    until: Optional[str] = typer.Option(None, "--until", help="Last stage to run (world, prepare, train, classifier, generate, evaluate, downstream, curve, ablate, report)."),
     force: Optional[str] = typer.Option(None, "--force", help="Comma-separated stages to run again even when up to date, or `all`."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print each stage's fingerprint and whether it would run, then stop."),
 ) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fairsynth.cli.common import _fail, console, errors, print_problems
-from fairsynth.cli.downstream import _run_downstream
+from fairsynth.cli.downstream import _run_ablate, _run_curve, _run_downstream
 from fairsynth.cli.evaluate import _run_evaluate
 from fairsynth.cli.generate import _guarded, _print_delivery
 from fairsynth.cli.prepare import _run_prepare
@@ -126,6 +126,8 @@ STAGE_RUNNERS = {
     "generate": _stage_generate,
     "evaluate": lambda recipe, action: _run_evaluate(recipe.evaluate),
     "downstream": _stage_downstream,
+    "curve": lambda recipe, action: _run_curve(recipe),
+    "ablate": lambda recipe, action: _run_ablate(recipe),
     "report": _stage_report,
 }
 

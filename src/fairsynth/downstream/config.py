@@ -115,6 +115,10 @@ class CurveConfig:
     are among a larger one's). Ratio 0 is the real-only arm, the baseline of every difference.
     """
 
+    enabled: bool = knob(
+        False, "Run the curve as a stage of `fairsynth run` when the recipe names no `stages:` (a named list rules; "
+        "`fairsynth downstream curve` always runs it).",
+    )
     ratios: list[float] = knob(
         [0, 0.25, 0.5, 1, 2, 5, 10], "Synthetic:real ratios (synthetic images per real training image); 0 is always "
         "run: the real-only baseline. Where the generated set is too small the point says how far it got.",
@@ -151,6 +155,10 @@ class AblateConfig:
     oracle arm train on it.
     """
 
+    enabled: bool = knob(
+        False, "Run the ablation as a stage of `fairsynth run` when the recipe names no `stages:` (a named list rules; "
+        "`fairsynth downstream ablate` always runs it).",
+    )
     group: str = knob(
         "V-VI", "The group whose real training images are removed: a value of downstream.group_by (a skin type, e.g. "
         "VI) or, for skin types, a DDI group (I-II, III-IV, V-VI).",

@@ -235,7 +235,7 @@ def curve(config: DownstreamConfig, output: str | Path, log: Callable[[str], Non
         "test_sets": summaries,
     }
     output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output / "curve.json", json.dumps(result, indent=1, default=float) + "\n")
+    atomic_write_text(output / "curve.json", json.dumps(result, indent=1, default=float, allow_nan=False) + "\n")
     from fairsynth.downstream.plots import curve_figure
 
     atomic_write_bytes(output / "curve.png", curve_figure(result))
