@@ -11,16 +11,8 @@ import pytest
 from fairsynth.downstream import fairness
 from fairsynth.downstream.compare import headline
 from fairsynth.downstream.config import DownstreamConfig
-from fairsynth.downstream.paired import (
-    bootstrap_counts,
-    describe,
-    draw_runs,
-    headline_draws,
-    images_by_group,
-    paired_difference,
-    point,
-    report_draws,
-)
+from fairsynth.downstream.fairness import bootstrap_counts, report_draws
+from fairsynth.downstream.paired import describe, draw_runs, headline_draws, images_by_group, paired_difference, point
 from fairsynth.downstream.train import evaluate_predictions
 
 CLASSES = ("basal cell carcinoma", "melanoma", "nevocytic nevus", "psoriasis")
@@ -56,6 +48,19 @@ def test_weighted_replicates_equal_the_numbers_on_the_resampled_rows(high_risk):
         assert set(expected) == set(draws)
         for path, value in expected.items():
             assert _same(value, draws[path][r]), (path, value, draws[path][r])
+
+
+def test_the_report_intervals_agree_with_resampling_rows_one_by_one():
+    """report() draws its replicates as row counts; the intervals are those of resampling rows."""
+    p = predictions(4, n=300)
+    counted = fairness.report(p, ["melanoma"], resamples=2000, seed=0)
+    by_rows = fairness.bootstrap_many(p, lambda q: fairness._report_numbers_fast(q, ["melanoma"], 1, 1), 2000, seed=1)
+    for path in [("accuracy",), ("macro_auroc",), ("group_auroc", "VI"), ("auroc_gap",), ("equalized_odds_difference",)]:
+        node = counted
+        for key in path:
+            node = node[key]
+        assert node["low"] == pytest.approx(by_rows[path].low, abs=0.015), path
+        assert node["high"] == pytest.approx(by_rows[path].high, abs=0.015), path
 
 
 def test_estimates_equal_the_headline_of_the_saved_metrics():

@@ -14,11 +14,8 @@ each comparison reports both, with the test it used:
 
 A bootstrap replicate is a vector of counts per test row (how often the row was drawn), so the
 headline numbers of every replicate are computed at once as weighted statistics
-(:func:`headline_draws`): AUROC is the Mann-Whitney statistic with mid-ranks, Σ over positive ×
-negative pairs of w_i w_j ([s_i > s_j] + ½[s_i = s_j]) / (P·Q), the same number
-:func:`fairsynth.downstream.fairness._report_numbers_fast` gives on the resampled rows (a test
-checks it), at a fraction of the cost. Undefined values (a class without enough positives in a
-replicate) are NaN in the draws and leave that replicate out.
+(:func:`headline_draws`, on :func:`fairsynth.downstream.fairness.report_draws`). Undefined values
+(a class without enough positives in a replicate) are NaN in the draws and leave that replicate out.
 """
 
 from __future__ import annotations
@@ -31,6 +28,7 @@ import numpy as np
 from scipy import stats
 
 from fairsynth.downstream import fairness
+from fairsynth.downstream.fairness import bootstrap_counts, report_draws
 
 #: How differences across seeds are tested.
 PAIRED_TEST = "paired t-interval over seeds (Student's t, n - 1 df, on the per-seed differences; same seed, same test images)"
@@ -38,132 +36,6 @@ PAIRED_TEST = "paired t-interval over seeds (Student's t, n - 1 df, on the per-s
 TEST_IMAGE_BOOTSTRAP = (
     "percentile bootstrap over test images (resampled within each group, the same rows for every arm and seed)"
 )
-
-
-# ---------------------------------------------------------------------------------------------
-# Replicates as row counts
-# ---------------------------------------------------------------------------------------------
-
-
-def bootstrap_counts(groups: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """Counts ``(R, N)``: how often each test row occurs in each of ``resamples`` resamples drawn
-    with replacement within each group (every group keeps its size, as in
-    :func:`fairsynth.downstream.fairness.resample_rows`)."""
-    counts = np.zeros((resamples, groups.shape[0]), dtype=np.float64)
-    for group in np.unique(groups):
-        rows = np.flatnonzero(groups == group)
-        counts[:, rows] = rng.multinomial(rows.size, np.full(rows.size, 1.0 / rows.size), size=resamples)
-    return counts
-
-
-def _weighted_auroc(is_positive: np.ndarray, scores: np.ndarray, weights: np.ndarray, min_pos: int, min_neg: int) -> np.ndarray:
-    """Mid-rank Mann-Whitney AUROC of every replicate ``(R,)`` (NaN below the minimums).
-
-    ``weights`` ``(R, n)`` are the rows' counts; tied scores count one half, as with mid-ranks.
-    """
-    order = np.argsort(scores, kind="stable")
-    sorted_scores = scores[order]
-    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])  # first row of each tie block
-    positive = is_positive[order]
-    w = weights[:, order]  # (R, n)
-    pos_by_tie = np.add.reduceat(w * positive, starts, axis=1)  # (R, U)
-    neg_by_tie = np.add.reduceat(w * ~positive, starts, axis=1)  # (R, U)
-    below = np.cumsum(neg_by_tie, axis=1) - neg_by_tie  # (R, U) negatives scored strictly lower
-    wins = (pos_by_tie * (below + 0.5 * neg_by_tie)).sum(axis=1)  # (R,)
-    p, q = pos_by_tie.sum(axis=1), neg_by_tie.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        value = wins / (p * q)
-    value[(p < min_pos) | (q < min_neg)] = np.nan
-    return value
-
-
-def _nanmean_rows(columns: list[np.ndarray], size: int) -> np.ndarray:
-    """Mean of the defined values of each replicate (NaN where none is)."""
-    if not columns:
-        return np.full(size, np.nan)
-    stacked = np.vstack(columns)  # (k, R)
-    defined = ~np.isnan(stacked)
-    total = np.where(defined, stacked, 0.0).sum(axis=0)
-    count = defined.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-
-
-def _spread_rows(columns: list[np.ndarray], size: int) -> np.ndarray:
-    """Max minus min of the defined values of each replicate; NaN with fewer than two defined."""
-    if not columns:
-        return np.full(size, np.nan)
-    stacked = np.vstack(columns)  # (k, R)
-    defined = ~np.isnan(stacked)
-    spread = np.where(defined, stacked, -np.inf).max(axis=0) - np.where(defined, stacked, np.inf).min(axis=0)
-    return np.where(defined.sum(axis=0) >= 2, spread, np.nan)
-
-
-def _rate(hits: np.ndarray, among: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Weighted share of ``hits`` among the rows ``among`` per replicate (NaN where there are none)."""
-    denominator = weights @ among.astype(np.float64)  # (R,)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 0, (weights @ (hits & among).astype(np.float64)) / denominator, np.nan)
-
-
-def report_draws(
-    p: fairness.Predictions, counts: np.ndarray, high_risk: Sequence[str], min_positives: int, min_negatives: int,
-) -> dict[tuple, np.ndarray]:
-    """:func:`~fairsynth.downstream.fairness._report_numbers_fast` of every replicate ``(R,)``, NaN where undefined.
-
-    ``counts`` ``(R, N)`` are the replicates as row counts (:func:`bootstrap_counts`).
-    """
-    size = counts.shape[0]
-    labels, probabilities, predicted = p.labels, p.probabilities, p.predicted
-    correct = predicted == labels  # (N,)
-    out: dict[tuple, np.ndarray] = {}
-    total = counts.sum(axis=1)
-    out[("accuracy",)] = (counts @ correct.astype(np.float64)) / total
-    recalls = []
-    for c in range(len(p.classes)):
-        recall = _rate(correct, labels == c, counts)
-        recalls.append(recall)  # NaN where the class is absent from the replicate: left out, as np.unique does
-    out[("balanced_accuracy",)] = _nanmean_rows(recalls, size)
-
-    def class_aurocs(rows: np.ndarray) -> list[np.ndarray]:
-        weights = counts[:, rows]
-        return [
-            _weighted_auroc(labels[rows] == c, probabilities[rows, c], weights, min_positives, min_negatives)
-            for c in range(len(p.classes))
-        ]
-
-    every = np.ones(labels.shape[0], dtype=bool)
-    per_class = class_aurocs(every)
-    out[("macro_auroc",)] = _nanmean_rows(per_class, size)
-    for name, value in zip(p.classes, per_class):
-        out[("class_auroc", name)] = value
-    groups = fairness.known_groups(p)
-    per_group = {g: _nanmean_rows(class_aurocs(p.groups == g), size) for g in groups}
-    for g, value in per_group.items():
-        out[("group_auroc", g)] = value
-    out[("auroc_gap",)] = _spread_rows(list(per_group.values()), size)
-    if not high_risk:
-        nothing = np.full(size, np.nan)
-        out |= {("high_risk_sensitivity", "overall"): nothing, ("equalized_odds_difference",): nothing,
-                ("equal_opportunity_difference",): nothing, ("demographic_parity_difference",): nothing}
-        out |= {("high_risk_sensitivity", "per_group", g): nothing for g in groups}
-        return out
-    y_true, y_pred = (v.astype(bool) for v in fairness.high_risk_task(p, high_risk))
-    tpr, fpr, selection = {}, {}, {}
-    for g in groups:
-        rows = p.groups == g
-        tpr[g] = _rate(y_pred, rows & y_true, counts)
-        fpr[g] = _rate(y_pred, rows & ~y_true, counts)
-        selection[g] = _rate(y_pred, rows, counts)
-    # equalized odds over the groups where both rates are defined (in this replicate)
-    both = [np.where(np.isnan(fpr[g]), np.nan, tpr[g]) for g in groups]
-    both_fpr = [np.where(np.isnan(tpr[g]), np.nan, fpr[g]) for g in groups]
-    out[("high_risk_sensitivity", "overall")] = _rate(y_pred, y_true, counts)
-    out |= {("high_risk_sensitivity", "per_group", g): tpr[g] for g in groups}
-    out[("equalized_odds_difference",)] = np.fmax(_spread_rows(both, size), _spread_rows(both_fpr, size))
-    out[("equal_opportunity_difference",)] = _spread_rows(list(tpr.values()), size)
-    out[("demographic_parity_difference",)] = _spread_rows(list(selection.values()), size)
-    return out
 
 
 def headline_draws(p: fairness.Predictions, counts: np.ndarray, high_risk: Sequence[str], min_positives: int,
