@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -294,7 +295,8 @@ def worth(runs: dict[tuple[float, str], dict[int, RunDraws]], key: str, seeds: l
 
     def means(name: tuple[float, str]) -> np.ndarray:
         picked = draws[name][chosen.T, columns]  # (n_seeds, R)
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():  # a replicate where every chosen seed is undefined stays NaN, and is left out
+            warnings.simplefilter("ignore", RuntimeWarning)
             return np.nanmean(picked, axis=0)
 
     real_curves = np.vstack([means((share, "real")) for share in shares])  # (K, R)

@@ -21,6 +21,7 @@ headline numbers of every replicate are computed at once as weighted statistics
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Hashable, Mapping, Sequence
 
@@ -139,7 +140,9 @@ def point(runs: Mapping[int, RunDraws], key: str, level: float = 0.95) -> dict[s
     }
     usable = [s for s in seeds if values[s] is not None and key in runs[s].draws]
     if usable and resamples:
-        mean_draws = np.nanmean(np.vstack([runs[s].draws[key] for s in usable]), axis=0) if len(usable) > 1 else runs[usable[0]].draws[key]
+        with warnings.catch_warnings():  # a replicate where every seed is undefined stays NaN, and is left out
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean_draws = np.nanmean(np.vstack([runs[s].draws[key] for s in usable]), axis=0)
         out["test_image_interval"] = _percentile(mean_draws, level, resamples)
     return out
 
