@@ -182,12 +182,13 @@ def lock_rows() -> list[Row]:
         holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(study)], stdout=subprocess.PIPE, text=True, env=_env())
         holder.stdout.readline()
         commands = [["prepare", "--config"], ["train", "--config"], ["generate", "--config"], ["filter", "--config"],
-                    ["evaluate", "--config"], ["downstream", "compare", "--config"], ["run"]]
+                    ["evaluate", "--config"], ["downstream", "compare", "--config"], ["downstream", "curve", "--config"],
+                    ["downstream", "ablate", "--config"], ["run"]]
         codes = [runner.invoke(app, [*command, str(recipe)]) for command in commands]
         codes.append(runner.invoke(app, ["report", str(study)]))
         ok = sum(r.exit_code == EXIT_LOCKED and f"pid {holder.pid}" in r.output for r in codes)
-        rows.append(("second writer on a busy study (prepare, train, generate, filter, evaluate, downstream, run, "
-                     "report)", len(codes), ok,
+        rows.append(("second writer on a busy study (prepare, train, generate, filter, evaluate, downstream compare, "
+                     "curve and ablate, run, report)", len(codes), ok,
                      f"stops, exit {EXIT_LOCKED}, naming the holder's pid, host and command"))
         holder.send_signal(signal.SIGKILL)
         holder.wait()

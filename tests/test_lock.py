@@ -179,7 +179,8 @@ def test_a_second_fairsynth_command_on_a_busy_study_exits_naming_the_holder(tmp_
         for command in (["prepare", "--config", str(recipe)], ["run", str(recipe)],
                         ["train", "--config", str(recipe)], ["downstream", "compare", "--config", str(recipe)],
                         ["generate", "--config", str(recipe)], ["evaluate", "--config", str(recipe)],
-                        ["filter", "--config", str(recipe)], ["report", str(tmp_path / "study")]):
+                        ["filter", "--config", str(recipe)], ["report", str(tmp_path / "study")],
+                        ["downstream", "curve", "--config", str(recipe)], ["downstream", "ablate", "--config", str(recipe)]):
             result = runner.invoke(app, command)
             assert result.exit_code == EXIT_LOCKED, (command, result.output)
             assert f"pid {holder.pid}" in result.output and "fairsynth run recipes/derm.yaml" in result.output
