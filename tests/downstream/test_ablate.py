@@ -103,6 +103,10 @@ def test_the_headline_reads_where_real_only_reaches_mixed_with_none_kept():
                  "auroc.V-VI", [0, 1, 2], "V-VI", 40, "AUROC V-VI")
     assert none["share"] == 0.0 and none["sentence"].startswith(
         "The synthetic set is worth no real V-VI training images that this study can detect") and "within noise" in none["sentence"]
+    # read on the shares actually kept: asked 50 %, kept 40 % (whole images per stratum)
+    kept = worth(runs, "auroc.V-VI", [0, 1, 2], "V-VI", 40, "AUROC V-VI", kept={0.0: 0.0, 0.5: 0.4, 1.0: 1.0})
+    assert kept["share"] == pytest.approx(0.2) and kept["images"] == pytest.approx(8)
+    assert kept["share_kept"] == {"0.0": 0.0, "0.5": 0.4, "1.0": 1.0}
     beyond = worth(_runs({(0.0, "real"): [0.60, 0.61, 0.59], (1.0, "real"): [0.70, 0.71, 0.69],
                           (0.0, "mixed"): [0.80, 0.81, 0.79]}), "auroc.V-VI", [0, 1, 2], "V-VI", 40, "AUROC V-VI")
     assert beyond["share"] is None and "worth more real V-VI training images than the study kept" in beyond["sentence"]
@@ -128,6 +132,10 @@ def test_ablate_runs_every_share_arm_and_seed_with_the_oracle_and_writes_its_fil
     points = {(p["keep"], p["arm"]): p for p in result["points"]}
     assert points[(0.0, "real")]["group_real_kept"] == 0 and points[(1.0, "real")]["group_real_kept"] == 8
     assert points[(0.0, "mixed")]["real_images"] == 84 and points[(0.0, "mixed")]["mixed_in_images"] == 32
+    # 8 strata of one image: each keeps its image at 50 % (half up), so the share actually kept is 100 %
+    assert {k["keep"]: (k["group_real_kept"], k["share_kept"]) for k in result["kept"]} == {
+        1.0: (8, 1.0), 0.5: (8, 1.0), 0.0: (0, 0.0)}
+    assert "| 50% (8 of 8) | real only |" in (tmp_path / "ds" / "ablate.md").read_text()
     number = result["test_sets"]["balanced"]["numbers"]["auroc.V-VI"]
     assert number["label"] == "AUROC V-VI" and len(number["values"]) == 9
     mixed_none = next(v for v in number["values"] if v["keep"] == 0 and v["arm"] == "mixed")

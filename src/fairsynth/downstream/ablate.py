@@ -15,7 +15,8 @@ test set. At each share kept (``downstream.ablate.keep``):
    world, the **oracle** — the same with true world images of the synthetic set's cells;
 3. the group's AUROC is plotted against the share kept.
 
-The headline: the share s* at which the real-only curve (linear between the shares) reaches what
+The headline: the share s* at which the real-only curve (linear between the shares actually kept:
+each stratum rounds to whole images) reaches what
 real + synthetic scores with 100 % of the group's real images removed — the synthetic set is
 worth s* · N real images of the group. Its interval is a two-level percentile bootstrap: each
 replicate resamples the seeds (paired across arms and shares) and the test images (within each
@@ -250,11 +251,17 @@ def crossing(shares: Sequence[float], values: Sequence[float], target: float) ->
 
 
 def worth(runs: dict[tuple[float, str], dict[int, RunDraws]], key: str, seeds: list[int], group: str, group_real: int,
-          label: str, level: float = 0.95, seed: int = 0) -> dict[str, Any]:
-    """How many real images of the group the synthetic set is worth, with its two-level interval and sentence."""
+          label: str, level: float = 0.95, seed: int = 0, kept: dict[float, float] | None = None) -> dict[str, Any]:
+    """How many real images of the group the synthetic set is worth, with its two-level interval and sentence.
+
+    ``kept`` maps each share asked for to the share actually kept (strata round to whole images: a
+    stratum of one image keeps it at 50 %); the curve is read on the shares actually kept.
+    """
     shares = sorted({share for share, _ in runs})
+    actual = [float((kept or {}).get(share, share)) for share in shares]  # ascending: removal is nested
     out: dict[str, Any] = {
-        "method": "s* = the smallest share kept at which the real-only mean over seeds (linear between the shares) "
+        "method": "s* = the smallest share kept at which the real-only mean over seeds (linear between the shares "
+                  "actually kept) "
                   "reaches the real + synthetic mean with none kept; worth s* x the group's real training images. "
                   "95 % two-level percentile bootstrap: seeds resampled (paired across arms and shares) and test images "
                   "within each group (the same rows for every run)",
@@ -270,6 +277,7 @@ def worth(runs: dict[tuple[float, str], dict[int, RunDraws]], key: str, seeds: l
     real_means = [point(runs[(share, "real")], key)["mean"] for share in shares]
     mixed_mean = point(mixed0, key)["mean"]
     out.update(mixed_none_kept=mixed_mean, real_only_curve=dict(zip(map(str, shares), real_means)),
+               share_kept=dict(zip(map(str, shares), actual)),
                difference_none_kept=difference)
     if mixed_mean is None or any(v is None for v in real_means) or difference["mean"] is None:
         out["sentence"] = f"No headline: {label} is undefined in some runs (too few test images of a class in the group)."
@@ -285,7 +293,7 @@ def worth(runs: dict[tuple[float, str], dict[int, RunDraws]], key: str, seeds: l
         out["sentence"] = (f"The synthetic set is worth no real {group} training images that this study can detect: "
                            f"{said}, {verdict}).")
         return out
-    star = crossing(shares, real_means, mixed_mean)
+    star = crossing(actual, real_means, mixed_mean)
     # replicates: seeds resampled (paired across runs) and test images (the draws)
     draws = {name: np.vstack([by_seed[s].draws[key] for s in seeds]) for name, by_seed in runs.items()}  # (n_seeds, R)
     resamples = next(iter(draws.values())).shape[1]
@@ -305,13 +313,13 @@ def worth(runs: dict[tuple[float, str], dict[int, RunDraws]], key: str, seeds: l
     for r in range(resamples):
         if np.isnan(targets[r]) or np.isnan(real_curves[:, r]).any():
             continue
-        stars.append(crossing(shares, list(real_curves[:, r]), float(targets[r])))
+        stars.append(crossing(actual, list(real_curves[:, r]), float(targets[r])))
     low = high = None
     if 2 * len(stars) >= resamples:
         # a crossing beyond the largest share is +inf; quantiles of a finite stand-in keep it there
         finite = np.where(np.isinf(stars), 1e12, stars)
         low, high = (math.inf if q >= 1e12 else float(q) for q in np.quantile(finite, [(1 - level) / 2, (1 + level) / 2]))
-    top = max(shares)
+    top = max(actual)
     span = _span(low, high, group_real, top)
     # beyond the largest share is written as null with a flag (JSON has no infinity)
     out.update(share=None if math.isinf(star) else star, replicates=len(stars),
@@ -375,6 +383,8 @@ def ablate(config: DownstreamConfig, output: str | Path, log: Callable[[str], No
         if name == headline_set:
             headline_runs = runs
     label = f"AUROC {group}"
+    # the share each asked share actually kept (every stratum rounds to whole images), the same for every seed and arm
+    kept = {share: pt.info["group_real_kept"] / len(members) for (share, _), pt in points.items()}
     result = {
         "what": f"real training images of group {group} removed, the rest kept; real only, real + synthetic"
                 + (" and the oracle" if "oracle" in arms else "") + " at each share kept, every seed",
@@ -392,6 +402,8 @@ def ablate(config: DownstreamConfig, output: str | Path, log: Callable[[str], No
         "settings": {"epochs": config.ablate.epochs or config.epochs, "backbone": config.backbone,
                      "image_size": config.image_size},
         "points": [{"keep": share, "arm": arm, "folder": str(pt.folder), **pt.info} for (share, arm), pt in points.items()],
+        "kept": [{"keep": share, "group_real_kept": pt.info["group_real_kept"], "share_kept": kept[share]}
+                 for (share, arm), pt in points.items() if arm == "real"],
         "headline_test_set": test_set_label(headline_set),
         "intervals": {
             "level": 0.95,
@@ -402,7 +414,7 @@ def ablate(config: DownstreamConfig, output: str | Path, log: Callable[[str], No
         "test_sets": summaries,
     }
     result["worth"] = worth(headline_runs, group_key, list(config.seeds), group, len(members), label,
-                            seed=config.seeds[0])
+                            seed=config.seeds[0], kept=kept)
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "ablate.json", json.dumps(result, indent=1, default=_json_number, allow_nan=False) + "\n")
     from fairsynth.downstream.plots import ablate_figure
@@ -440,6 +452,11 @@ def render_ablation(result: dict[str, Any]) -> str:
         f"{', '.join(map(str, result['seeds']))}."
     )
     order = [result["headline_test_set"], *[n for n in result["test_sets"] if n != result["headline_test_set"]]]
+    kept = {entry["keep"]: entry["group_real_kept"] for entry in result.get("kept", [])}
+
+    def share(keep: float) -> str:
+        return f"{keep:.0%}" + (f" ({kept[keep]} of {result['group_real_training_images']})" if keep in kept else "")
+
     for name in order:
         part = result["test_sets"][name]
         lines += ["", f"## {name}{' (the headline and the plot)' if name == result['headline_test_set'] else ''}", ""]
@@ -448,7 +465,7 @@ def render_ablation(result: dict[str, Any]) -> str:
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         first = next(iter(numbers.values()))["values"]
         for index, value in enumerate(first):
-            cells = [f"{value['keep']:.0%}", result["arm_labels"][value["arm"]]]
+            cells = [share(value["keep"]), result["arm_labels"][value["arm"]]]
             cells += [fmt_point(n["values"][index]) for n in numbers.values()]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "Mean ± sd over seeds [95 % t-interval over seeds].", ""]
@@ -457,7 +474,7 @@ def render_ablation(result: dict[str, Any]) -> str:
         for index, value in enumerate(first):
             if value["arm"] == "real":
                 continue
-            cells = [f"{value['keep']:.0%}", result["arm_labels"][value["arm"]]]
+            cells = [share(value["keep"]), result["arm_labels"][value["arm"]]]
             cells += [fmt_difference(n["values"][index]["delta_vs_real_only"]) for n in numbers.values()]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", f"Compared on: {part['tests']['description']}.", ""]

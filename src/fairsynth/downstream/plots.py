@@ -89,16 +89,19 @@ def ablate_figure(result: dict[str, Any]) -> bytes:
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
     colours = {"real": "tab:blue", "mixed": "tab:orange", "oracle": "tab:green"}
     labels = {"real": "real only", "mixed": "real + synthetic", "oracle": "real + true images (oracle)"}
+    # at the share actually kept: every stratum rounds to whole images (a stratum of one keeps it at 50 %)
+    kept = {entry["keep"]: entry["share_kept"] for entry in result.get("kept", [])}
     for offset, arm in zip((-0.006, 0.0, 0.006), result["arms"]):
         values = [v for v in number["values"] if v["arm"] == arm]
-        _series(axes, [v["keep"] for v in values], values, labels.get(arm, arm), offset=offset, color=colours.get(arm))
+        _series(axes, [kept.get(v["keep"], v["keep"]) for v in values], values, labels.get(arm, arm), offset=offset,
+                color=colours.get(arm))
     worth = result.get("worth") or {}
     level = worth.get("mixed_none_kept")
     if level is not None:
         axes.axhline(level, color=colours["mixed"], ls="--", lw=0.8, alpha=0.7, label="real + synthetic, none kept")
     if worth.get("share"):  # where real only reaches that level: what the synthetic set is worth
         axes.axvline(worth["share"], color="grey", ls=":", lw=1, label=f"worth {worth['share']:.0%} of the real images")
-    axes.set_xlabel(f"share of the real {result['group']} training images kept")
+    axes.set_xlabel(f"share of the real {result['group']} training images kept (of {result['group_real_training_images']})")
     axes.set_ylabel(number["label"])
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
