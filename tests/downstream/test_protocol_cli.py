@@ -3,12 +3,15 @@ the files written, and every bad input a clear error with exit status 2."""
 
 from __future__ import annotations
 
+import csv
+import html
 import json
 
 import pytest
 from typer.testing import CliRunner
 
 from fairsynth.cli import app
+from fairsynth.report import build_report
 
 
 @pytest.fixture
@@ -33,6 +36,14 @@ def test_curve_prints_its_table_and_the_tests_and_writes_its_files(recipe, tmp_p
     assert json.loads((out / "curve.json").read_text())["ratios"] == [0.0, 0.25]
     again = CliRunner().invoke(app, ["downstream", "curve", "--config", str(recipe), "--ratios", "0,0.25"])
     assert again.exit_code == 0 and again.output.count("reusing") == 4  # a finished point is skipped
+    # the report reads what the command wrote: the curve's numbers, and the line naming the tests under it
+    page = build_report(tmp_path / "w").read_text(encoding="utf-8")
+    figure = page.split('<figure id="figure-ratio-curve">')[1].split("</figure>")[0]
+    assert "Compared on: 2 seeds (0, 1); test set: the test split, 48 images" in figure
+    value = json.loads((out / "curve.json").read_text())["test_sets"]["the test split"]["numbers"]["auroc.V-VI"]["values"][1]
+    rows = list(csv.DictReader((tmp_path / "w" / "report" / "figures" / "ratio-curve.csv").open(encoding="utf-8")))
+    row = next(r for r in rows if r["number"] == "AUROC V-VI" and float(r["ratio"]) == 0.25)
+    assert float(row["mean"]) == pytest.approx(value["mean"])
 
 
 def test_ablate_prints_the_headline_and_writes_its_files(recipe, tmp_path):
@@ -44,6 +55,11 @@ def test_ablate_prints_the_headline_and_writes_its_files(recipe, tmp_path):
     for name in ("ablate.md", "ablate.json", "ablate.png", "ablate-config.yaml"):
         assert (out / name).is_file(), name
     assert json.loads((out / "ablate.json").read_text())["arms"] == ["real", "mixed"]
+    page = build_report(tmp_path / "w").read_text(encoding="utf-8")
+    worth = json.loads((out / "ablate.json").read_text())["worth"]["sentence"]
+    assert html.escape(worth, quote=False) in page
+    figure = page.split('<figure id="figure-ablation">')[1].split("</figure>")[0]
+    assert "Compared on: 2 seeds (0, 1); test set: the test split, 48 images" in figure
 
 
 @pytest.mark.parametrize("arguments, message", [

@@ -287,6 +287,12 @@ POINT_HEADER = ["mean", "sd", "seeds", "seed_low", "seed_high", "test_image_low"
                 "difference_from_real_only", "difference_low", "difference_high", "within_noise"]
 
 
+def _compared_on(protocol: dict[str, Any], name: str | None) -> str:
+    """The line naming the seeds, the test images per group and the tests of a protocol's test set."""
+    description = ((((protocol.get("test_sets") or {}).get(name) or {}).get("tests")) or {}).get("description")
+    return f" Compared on: {description}." if description else ""
+
+
 def curve_figure(curve: dict[str, Any]) -> Figure | None:
     """The mixed arm's per-group AUROC and AUROC gap at each synthetic:real ratio (downstream/curve.json)."""
     name = curve.get("headline_test_set")
@@ -316,7 +322,7 @@ def curve_figure(curve: dict[str, Any]) -> Figure | None:
     alt = f"Line charts of the mixed arm against the synthetic:real ratio on {name}, mean over {seeds} seeds. {said}."
     caption = (f"The ratio curve: every real training image plus ratio × {curve.get('real_training_images')} synthetic images, "
                f"each point the mean over {seeds} seeds with its 95 % t-interval (downstream/curve.json"
-               + (f"; {curve['shortfall']}" if curve.get("shortfall") else "") + ").")
+               + (f"; {curve['shortfall']}" if curve.get("shortfall") else "") + ")." + _compared_on(curve, name))
     return data_figure("ratio-curve", png, caption, alt, ["test_set", "ratio", "achieved_ratio", "number", *POINT_HEADER], rows)
 
 
@@ -342,8 +348,12 @@ def ablation_figure(ablation: dict[str, Any]) -> Figure | None:
         levels[f"{labels.get('mixed', 'mixed')}, none kept"] = worth["mixed_none_kept"]
     seeds = len(ablation.get("seeds") or [])
     group = ablation.get("group")
+    # drawn at the share actually kept: every stratum rounds to whole images (ablate.json: kept)
+    kept = {k.get("keep"): k for k in ablation.get("kept") or []}
+    xs = [(kept.get(s) or {}).get("share_kept", s) for s in shares]
+    ticks = [f"{s:.0%}" + (f"\n({kept[s]['group_real_kept']} kept)" if s in kept else "") for s in shares]
     png = plots.protocol_lines(
-        shares, [f"{s:.0%}" for s in shares],
+        xs, ticks,
         [{"title": number["label"], "ylabel": number["label"], "limits": (0.0, 1.0), "series": series,
           "colours": colours, "levels": levels}],
         f"share of the real {group} training images kept",
@@ -355,7 +365,7 @@ def ablation_figure(ablation: dict[str, Any]) -> Figure | None:
     alt = f"Line chart of {number['label']} on {name} against the share of real {group} training images kept. {said}."
     caption = (f"The ablation: {number['label']} as the real {group} training images are removed, per arm, each point the "
                f"mean over {seeds} seeds with its 95 % t-interval; dashed: real + synthetic with none kept "
-               "(downstream/ablate.json).")
+               "(downstream/ablate.json)." + _compared_on(ablation, name))
     return data_figure("ablation", png, caption, alt, ["test_set", "keep", "arm", "number", *POINT_HEADER], rows)
 
 
