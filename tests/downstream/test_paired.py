@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from fairsynth.downstream import fairness
 from fairsynth.downstream.compare import headline
@@ -93,6 +94,10 @@ def test_a_clear_improvement_is_beyond_noise_on_both_tests_and_a_copy_is_within(
     assert delta["mean"] == pytest.approx(np.mean(by_hand)) and delta["n"] == 3
     half = 4.302652729911275 * np.std(by_hand, ddof=1) / math.sqrt(3)  # t(0.975, 2)
     assert delta["low"] == pytest.approx(np.mean(by_hand) - half) and delta["within_noise"] is False
+    # the paired test as scipy states it: ttest_rel's confidence interval of the mean difference
+    reference = stats.ttest_rel([arm[s].estimates["accuracy"] for s in range(3)],
+                                [ref[s].estimates["accuracy"] for s in range(3)]).confidence_interval(0.95)
+    assert [delta["low"], delta["high"]] == [pytest.approx(reference.low, abs=1e-12), pytest.approx(reference.high, abs=1e-12)]
     assert delta["test_images"]["within_noise"] is False and delta["test_images"]["low"] > 0
     assert set(delta["test_images"]["per_seed"]) == {"0", "1", "2"}
     same = paired_difference(ref, ref, "macro_auroc")
