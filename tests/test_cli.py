@@ -93,6 +93,21 @@ def test_demo_runs_every_stage_on_a_tiny_base(tmp_path, tiny_base):
     again = runner.invoke(app, ["demo", "--workdir", str(work), *tiny])
     assert again.exit_code == 0, again.output
     assert again.output.count("up to date") == 8, again.output
+    # --full adds the ratio curve and the ablation as two more stages, reusing every finished one
+    protocols = ["downstream.curve.ratios=[0,0.5]", "downstream.curve.epochs=1", "downstream.ablate.keep=[1,0]",
+                 "downstream.ablate.epochs=1"]
+    full = runner.invoke(app, ["demo", "--full", "--workdir", str(work), *tiny, *protocols])
+    assert full.exit_code == 0, full.output
+    assert full.output.count("up to date") == 7, full.output  # the report reads the new stages: it runs again
+    assert json.loads((work / "downstream" / "ablate.json").read_text())["arms"] == ["real", "mixed", "oracle"]
+    assert json.loads((work / "downstream" / "curve.json").read_text())["ratios"] == [0.0, 0.5]
+    page = (work / "report" / "index.html").read_text()
+    assert '<figure id="figure-ratio-curve">' in page and '<figure id="figure-ablation">' in page
+    assert len(json.loads((work / "run-state.json").read_text())) == 10
+    timing = next(line for line in full.output.splitlines() if "total" in line and "Outputs in" in line)
+    assert "curve:" in timing and "ablate:" in timing
+    rerun = runner.invoke(app, ["demo", "--full", "--workdir", str(work), *tiny, *protocols])
+    assert rerun.exit_code == 0 and rerun.output.count("up to date") == 10, rerun.output
     changed = runner.invoke(app, ["demo", "--workdir", str(work), *tiny, "generate.guidance_scale=5.0", "--until", "generate"])
     assert changed.exit_code == 0, changed.output
     assert changed.output.count("up to date") == 4 and "generate: settings or inputs changed" in changed.output
