@@ -34,11 +34,12 @@ def test_the_generated_reference_is_current():
 def test_the_reference_covers_every_command_and_recipe_section():
     pages = _build_reference().pages()
     for command in ("ls", "validate", "prepare", "train", "evaluate", "generate", "filter", "run", "sweep", "report",
-                    "demo", "weights list", "weights fetch", "downstream compare", "downstream train", "review export",
-                    "review import"):
+                    "demo", "weights list", "weights fetch", "downstream compare", "downstream train", "downstream curve",
+                    "downstream ablate", "review export", "review import"):
         assert f"`fairsynth {command}`" in pages["commands.md"], command
     for key in ("`data.reader`", "`prepare.split.stratify`", "`train.balance.mix`", "`generate.plan.distribution`",
-                "`filter.checks`", "`evaluate.metrics`", "`downstream.arms`", "`world.skin_type_effect`"):
+                "`filter.checks`", "`evaluate.metrics`", "`evaluate.cmmd_estimator`", "`downstream.arms`",
+                "`downstream.curve.ratios`", "`downstream.ablate.keep`", "`world.skin_type_effect`"):
         assert key in pages["recipe.md"], key
     for name in ("### `lora`", "### `pivotal`", "### `classifier_confidence`", "`fitzpatrick17k`", "`inception`"):
         assert name in pages["registries.md"], name

@@ -15,7 +15,9 @@ from fairsynth.cli.run import _run_study
 def demo(
     overrides: List[str] = typer.Argument(None, help="Dotted overrides of the demo recipe, e.g. world.n=300 train.steps=600."),
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="Output folder (default runs/demo)."),
-    until: str = typer.Option("report", "--until", help="Last stage to run: prepare, train, generate, downstream or report."),
+    until: str = typer.Option(
+        "report", "--until", help="Last stage to run: prepare, train, generate, downstream or report (with --full also "
+        "curve or ablate)."),
     force: Optional[str] = typer.Option(None, "--force", help="Comma-separated stages to run again, or `all`."),
     full: bool = typer.Option(
         False, "--full", help="Also the ratio curve and the minority-real ablation, in small forms (downstream.curve and "

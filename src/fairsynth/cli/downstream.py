@@ -225,7 +225,7 @@ def downstream_ablate(
     """How many real images of a rare group the synthetic set is worth.
 
     At each share kept, that share of the group's real training images stays (seeded,
-    stratified by class) with every other real image; real only, real + synthetic (the mixed
+    stratified by class and skin type) with every other real image; real only, real + synthetic (the mixed
     arm's synthetic images, held fixed) and, on a procedural world, the oracle train on it with
     every seed. The group's AUROC against the share kept, and the headline: the share at which
     real only matches real + synthetic with all of the group's real images removed, with its

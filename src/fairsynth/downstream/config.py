@@ -164,8 +164,9 @@ class AblateConfig:
         "VI) or, for skin types, a DDI group (I-II, III-IV, V-VI).",
     )
     keep: list[float] = knob(
-        [1, 0.5, 0.25, 0.1, 0], "Shares of the group's real training images kept, each in [0, 1]; the headline needs 1 "
-        "and 0 (real-only across the shares, mixed with all of them removed).",
+        [1, 0.5, 0.25, 0.1, 0], "Shares of the group's real training images kept, each in [0, 1]; the headline needs 0 "
+        "(real + synthetic with all of them removed) and at least one larger share (real only across the shares), "
+        "usually 1.",
     )
     epochs: int | None = knob(None, "Epochs of each run; None: downstream.epochs.")
     test_set: str = knob(
