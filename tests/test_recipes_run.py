@@ -121,13 +121,23 @@ def test_fairskin_derm(tmp_path, tiny_sd):
         "train.validation.num_inference_steps=2",
         "generate.plan.total=12", "generate.steps=2",
     ])
-    assert stages == ["prepare", "train", "generate", "downstream"]
+    assert stages == ["prepare", "train", "generate", "downstream", "curve", "ablate"]
     rows = assert_outputs(work, "pivotal", generated=12, downstream=True)
     # half of the set on skin types V-VI, and every prompt names the pivotal token it trained
     assert sum(row["fst"] in (5, 6) for row in rows) == 6
     assert all(row["prompt"].startswith(f"<{row['label']}-FST-") for row in rows)
     compare = json.loads((work / "downstream" / "compare.json").read_text())
     assert compare["test_sets"]["ddi"]["images"] == sum(1 for _ in ddi.open())
+    # the ratio curve with the recipe's ratios: 12 images run out at the first ratio above 0, and it says so
+    curve = json.loads((work / "downstream" / "curve.json").read_text())
+    assert curve["ratios"] == [0, 0.25, 0.5, 1, 2, 5, 10] and curve["headline_test_set"] == "ddi"
+    assert [p["status"] for p in curve["points"]][:2] == ["run", "short"] and curve["shortfall"]
+    assert {p["status"] for p in curve["points"][2:]} == {"not run"}
+    # the ablation of the real V-VI images at the recipe's five shares, its headline on DDI
+    ablation = json.loads((work / "downstream" / "ablate.json").read_text())
+    assert ablation["group"] == "V-VI" and ablation["keep"] == [1, 0.5, 0.25, 0.1, 0]
+    assert ablation["headline_test_set"] == "ddi" and ablation["worth"]["sentence"]
+    assert "Compared on: 1 seed (0); test set: ddi" in (work / "downstream" / "ablate.md").read_text()
 
 
 def ham10000(folder: Path, n: int) -> Path:
