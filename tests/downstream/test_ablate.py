@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fairsynth.config import ConfigError
+from fairsynth.downstream import ablate as ablate_module
 from fairsynth.downstream.ablate import (
     AblationError,
     ablate,
@@ -113,7 +116,8 @@ def test_the_headline_reads_where_real_only_reaches_mixed_with_none_kept():
     assert beyond["interval_beyond_largest_share"] is True
 
 
-def test_ablate_runs_every_share_arm_and_seed_with_the_oracle_and_writes_its_files(derm_study, tmp_path_factory, tmp_path):
+def test_ablate_runs_every_share_arm_and_seed_with_the_oracle_and_writes_its_files(derm_study, tmp_path_factory, tmp_path,
+                                                                                    monkeypatch):
     oracle_plan = [(label, fst, "train") for label in JUDGE_CLASSES for fst in (5, 6) for _ in range(4)]
     oracle = write_set(tmp_path_factory.mktemp("oracle"), oracle_plan, seed=8, prefix="o")
     balanced = [(label, fst, None) for label in JUDGE_CLASSES for fst in range(1, 7) for _ in range(2)]
@@ -148,6 +152,26 @@ def test_ablate_runs_every_share_arm_and_seed_with_the_oracle_and_writes_its_fil
     assert "Compared on: 2 seeds (0, 1); test set: the test split" in text
     assert json.loads((tmp_path / "ds" / "ablate.json").read_text())["keep"] == [1.0, 0.5, 0.0]
     assert (tmp_path / "ds" / "ablate.png").read_bytes()[:4] == b"\x89PNG"
+    # a rerun reuses every run, drops the writes a kill interrupted, and a disk that fills while the
+    # table is written leaves no ablate.json saying the ablation is complete
+    left = [tmp_path / "ds" / ".ablate.json.k2j4.tmp", tmp_path / "ds" / "ablate" / "keep-0" / "real" / "seed-0" / ".x.tmp"]
+    for path in left:
+        path.write_text("half")
+    written = ablate_module.atomic_write_text
+
+    def full(path, text):
+        if Path(path).name == "ablate.md":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        written(path, text)
+
+    (tmp_path / "ds" / "ablate.json").unlink()
+    monkeypatch.setattr(ablate_module, "atomic_write_text", full)
+    reused = []
+    with pytest.raises(OSError):
+        ablate(config, tmp_path / "ds", log=reused.append)
+    monkeypatch.undo()
+    assert not any(path.exists() for path in left) and not (tmp_path / "ds" / "ablate.json").exists()
+    assert sum("reusing" in m for m in reused) == 18 and not any("training (" in m for m in reused)
     # the whole split's classes must keep an image: here every class has other skin types
     lonely = load_sets(derm_study["real"], derm_study["synthetic"])
     lonely = dataclasses.replace(lonely, train=[s for s in lonely.train if not (s.label == "psoriasis" and s.group not in ("V", "VI"))])

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from fairsynth.config import ConfigError
+from fairsynth.downstream import curve as curve_module
 from fairsynth.downstream import points as points_module
 from fairsynth.downstream.config import CurveConfig, DownstreamConfig
 from fairsynth.downstream.curve import CurveError, curve, draw_synthetic, synthetic_order
@@ -81,8 +84,25 @@ def test_curve_runs_every_ratio_with_every_seed_says_how_far_it_got_and_resumes(
         raise AssertionError("a finished point was trained again")
 
     monkeypatch.setattr(points_module, "train_run", refuse)
+    left = [tmp_path / "ds" / ".curve.json.k2j4.tmp", tmp_path / "ds" / "curve" / "ratio-0" / "seed-0" / ".metrics.json.x9.tmp"]
+    for path in left:  # writes a kill interrupted
+        path.write_text("half")
     again = curve(config, tmp_path / "ds", log=lambda m: None)
     assert again["test_sets"] == result["test_sets"]
+    assert not any(path.exists() for path in left)
+    # the disk fills while the table is written: no curve.json says the curve is complete
+    written = curve_module.atomic_write_text
+
+    def full(path, text):
+        if Path(path).name == "curve.md":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        written(path, text)
+
+    (tmp_path / "ds" / "curve.json").unlink()
+    monkeypatch.setattr(curve_module, "atomic_write_text", full)
+    with pytest.raises(OSError):
+        curve(config, tmp_path / "ds", log=lambda m: None)
+    assert not (tmp_path / "ds" / "curve.json").exists()
     monkeypatch.undo()
     changed = DownstreamConfig(**{**config.__dict__, "learning_rate": 1e-3})
     retrained = []

@@ -62,7 +62,7 @@ from fairsynth.downstream.points import (
     test_set_label,
     with_training,
 )
-from fairsynth.io import atomic_write_bytes, atomic_write_text
+from fairsynth.io import atomic_write_bytes, atomic_write_text, remove_temporaries
 
 #: Arm names as the ablation reports them.
 ARM_LABELS = {"real": "real only", "mixed": "real + synthetic", "oracle": "real + true images (oracle)"}
@@ -371,6 +371,9 @@ def ablate(config: DownstreamConfig, output: str | Path, log: Callable[[str], No
     if len(config.seeds) < 3:
         log(f"warning: {len(config.seeds)} seed(s): intervals over seeds need at least 3 to mean much")
     points, arms, held = plan_points(config, sets, output, is_member)
+    # writes a kill interrupted: in the ablation's runs, and its own files beside the comparison's
+    remove_temporaries(output / "ablate")
+    remove_temporaries(output, recursive=False)
     if not sets.oracle:
         log("no oracle arm: the data is not a procedural world (downstream.oracle is not set)")
     for name, pt in points.items():
@@ -416,11 +419,12 @@ def ablate(config: DownstreamConfig, output: str | Path, log: Callable[[str], No
     result["worth"] = worth(headline_runs, group_key, list(config.seeds), group, len(members), label,
                             seed=config.seeds[0], kept=kept)
     output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output / "ablate.json", json.dumps(result, indent=1, default=_json_number, allow_nan=False) + "\n")
     from fairsynth.downstream.plots import ablate_figure
 
     atomic_write_bytes(output / "ablate.png", ablate_figure(result))
     atomic_write_text(output / "ablate.md", render_ablation(result))
+    # ablate.json last: its presence says the ablation is complete
+    atomic_write_text(output / "ablate.json", json.dumps(result, indent=1, default=_json_number, allow_nan=False) + "\n")
     return result
 
 

@@ -51,7 +51,7 @@ from fairsynth.downstream.points import (
     test_set_label,
     with_training,
 )
-from fairsynth.io import atomic_write_bytes, atomic_write_text
+from fairsynth.io import atomic_write_bytes, atomic_write_text, remove_temporaries
 
 
 class CurveError(ValueError):
@@ -195,6 +195,9 @@ def curve(config: DownstreamConfig, output: str | Path, log: Callable[[str], Non
     if len(config.seeds) < 3:
         log(f"warning: {len(config.seeds)} seed(s): intervals over seeds need at least 3 to mean much")
     points, entries = plan_points(config, sets, output)
+    # writes a kill interrupted: in the curve's runs, and its own files beside the comparison's
+    remove_temporaries(output / "curve")
+    remove_temporaries(output, recursive=False)
     for entry in entries:
         if entry.get("note"):
             log(f"ratio {entry['ratio']:g}: {entry['note']}")
@@ -235,11 +238,12 @@ def curve(config: DownstreamConfig, output: str | Path, log: Callable[[str], Non
         "test_sets": summaries,
     }
     output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output / "curve.json", json.dumps(result, indent=1, default=float, allow_nan=False) + "\n")
     from fairsynth.downstream.plots import curve_figure
 
     atomic_write_bytes(output / "curve.png", curve_figure(result))
     atomic_write_text(output / "curve.md", render_curve(result))
+    # curve.json last: its presence says the curve is complete
+    atomic_write_text(output / "curve.json", json.dumps(result, indent=1, default=float, allow_nan=False) + "\n")
     return result
 
 
