@@ -49,6 +49,7 @@ from fairsynth.downstream.paired import (
     RunDraws,
     describe,
     draw_runs,
+    format_difference,
     images_by_group,
     paired_difference,
     point,
@@ -440,7 +441,7 @@ def _json_number(value: Any) -> Any:
 def render_ablation(result: dict[str, Any]) -> str:
     """ablate.md: the headline sentence, what was removed and held, and per test set the numbers
     per share and arm with the differences from real only, each with the line naming the tests."""
-    from fairsynth.downstream.curve import fmt_difference, fmt_point
+    from fairsynth.downstream.curve import fmt_point
 
     group = result["group"]
     lines = [f"# How many real {group} images is the synthetic set worth?", "", f"**{result['worth']['sentence']}**", ""]
@@ -479,7 +480,7 @@ def render_ablation(result: dict[str, Any]) -> str:
             if value["arm"] == "real":
                 continue
             cells = [share(value["keep"]), result["arm_labels"][value["arm"]]]
-            cells += [fmt_difference(n["values"][index]["delta_vs_real_only"]) for n in numbers.values()]
+            cells += [format_difference(n["values"][index]["delta_vs_real_only"]) for n in numbers.values()]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", f"Compared on: {part['tests']['description']}.", ""]
     return "\n".join(lines).rstrip() + "\n"

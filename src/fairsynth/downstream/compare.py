@@ -30,6 +30,7 @@ from fairsynth.downstream.paired import (
     TEST_IMAGE_BOOTSTRAP,
     describe,
     draw_runs,
+    format_difference,
     images_by_group,
     paired_difference,
 )
@@ -121,20 +122,6 @@ def _cell(summary: dict[str, Any]) -> str:
     return f"{summary['mean']:.3f}" + (f" ± {summary['sd']:.3f}" if summary["sd"] is not None else "")
 
 
-def _delta(delta: dict[str, Any]) -> str:
-    if delta["mean"] is None:
-        return "undefined"
-    if delta["low"] is None:
-        text = f"{delta['mean']:+.3f} (one seed)"
-    else:
-        verdict = "within noise" if delta["within_noise"] else "beyond noise"
-        text = f"{delta['mean']:+.3f} [{delta['low']:+.3f}, {delta['high']:+.3f}] {verdict}"
-    images = delta.get("test_images") or {}
-    if images.get("low") is not None:
-        text += f"; test images [{images['low']:+.3f}, {images['high']:+.3f}]"
-    return text
-
-
 def render_table(table: dict[str, Any], arms: list[str], seeds: list[int], test_sets: dict[str, Any] | None = None,
                  oracle_share: dict[str, Any] | None = None, tests: str | None = None) -> str:
     """A Markdown table: arms' mean ± sd over seeds, then paired deltas from `real` with 95 % intervals;
@@ -162,7 +149,7 @@ def _render_one(table: dict[str, Any], arms: list[str], seeds: list[int], tests:
     for key, row in table.items():
         cells = [row["label"] + (" ↑" if row["higher_is_better"] else " ↓")]
         cells += [_cell(row["arms"][arm]) for arm in arms]
-        cells += [_delta(row["delta_vs_real"][arm]) for arm in others]
+        cells += [format_difference(row["delta_vs_real"][arm]) for arm in others]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(

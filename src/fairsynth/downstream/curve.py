@@ -38,6 +38,7 @@ from fairsynth.downstream.paired import (
     TEST_IMAGE_BOOTSTRAP,
     describe,
     draw_runs,
+    format_difference,
     images_by_group,
     paired_difference,
     point,
@@ -264,20 +265,6 @@ def fmt_point(entry: dict[str, Any]) -> str:
     return text
 
 
-def fmt_difference(delta: dict[str, Any] | None) -> str:
-    if delta is None or delta.get("mean") is None:
-        return "undefined"
-    if delta.get("low") is None:
-        text = f"{delta['mean']:+.3f} (one seed)"
-    else:
-        verdict = "within noise" if delta["within_noise"] else "beyond noise"
-        text = f"{delta['mean']:+.3f} [{delta['low']:+.3f}, {delta['high']:+.3f}] {verdict}"
-    images = delta.get("test_images") or {}
-    if images.get("low") is not None:
-        text += f"; test images [{images['low']:+.3f}, {images['high']:+.3f}]"
-    return text
-
-
 def _ratio_label(entry: dict[str, Any]) -> str:
     if entry["ratio"] == 0:
         return "0 (real only)"
@@ -324,7 +311,7 @@ def render_curve(result: dict[str, Any]) -> str:
             if value["ratio"] == 0:
                 continue
             cells = [_ratio_label(run_entries[value["ratio"]])]
-            cells += [fmt_difference(n["values"][index]["delta_vs_real_only"]) for n in numbers.values()]
+            cells += [format_difference(n["values"][index]["delta_vs_real_only"]) for n in numbers.values()]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", f"Compared on: {part['tests']['description']}.", ""]
     return "\n".join(lines).rstrip() + "\n"

@@ -180,6 +180,22 @@ def paired_difference(arm: Mapping[int, RunDraws], base: Mapping[int, RunDraws],
     return out
 
 
+def format_difference(delta: Mapping[str, Any] | None) -> str:
+    """A paired difference as a table cell: mean, its 95 % interval over seeds and whether it
+    is within noise, then the interval over test images where there is one."""
+    if delta is None or delta.get("mean") is None:
+        return "undefined"
+    if delta.get("low") is None:
+        text = f"{delta['mean']:+.3f} (one seed)"
+    else:
+        verdict = "within noise" if delta["within_noise"] else "beyond noise"
+        text = f"{delta['mean']:+.3f} [{delta['low']:+.3f}, {delta['high']:+.3f}] {verdict}"
+    images = delta.get("test_images") or {}
+    if images.get("low") is not None:
+        text += f"; test images [{images['low']:+.3f}, {images['high']:+.3f}]"
+    return text
+
+
 def describe(seeds: Sequence[int], images_by_group: Mapping[str, int], resamples: int, test_set: str) -> str:
     """The sentence printed beside every comparison: seeds, test images per group, the tests used."""
     groups = ", ".join(f"{g} {n}" for g, n in images_by_group.items())
